@@ -1,0 +1,157 @@
+/*
+ * event: decodes and validates the wire contract (../shared/spec/CONTRACT.md,
+ * summarised in docs/contract.md) from raw message bytes.  Pure functions:
+ * no I/O, no global state, so the decoder can be fuzzed on its own.
+ *
+ * A message either decodes into a struct event or is refused with a
+ * one-line reason that names the field ("delta_pct: required for
+ * bid_change", "ts: not RFC 3339", "state.cpa: nesting not allowed").
+ */
+#ifndef UNDERSTUDY_EVENT_H
+#define UNDERSTUDY_EVENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct json_t; /* jansson */
+
+#define EVENT_ID_MAX        128     /* bytes, for every id field */
+#define EVENT_DEFAULT_LIMIT 1048576 /* default message size limit */
+
+enum event_kind {
+    EVENT_KIND_ACTION = 0, /* ops.actions */
+    EVENT_KIND_STATE,      /* ops.states */
+    EVENT_KIND_FEEDBACK,   /* ops.feedback */
+    EVENT_KIND_COUNT,
+};
+
+enum event_entity {
+    EVENT_ENTITY_CAMPAIGN = 0,
+    EVENT_ENTITY_AD_GROUP,
+    EVENT_ENTITY_CREATIVE,
+    EVENT_ENTITY_KEYWORD,
+    EVENT_ENTITY_COUNT,
+};
+
+enum event_action {
+    EVENT_ACTION_BID_CHANGE = 0,
+    EVENT_ACTION_BUDGET_CHANGE,
+    EVENT_ACTION_CREATIVE_PAUSE,
+    EVENT_ACTION_CREATIVE_RESUME,
+    EVENT_ACTION_HOLD, /* only in a feedback event's "modified" action */
+    EVENT_ACTION_COUNT,
+};
+
+enum event_verdict {
+    EVENT_VERDICT_ACCEPTED = 0,
+    EVENT_VERDICT_REJECTED,
+    EVENT_VERDICT_MODIFIED,
+    EVENT_VERDICT_COUNT,
+};
+
+/* The seven decision classes of the policy, in this fixed order. */
+enum event_class {
+    EVENT_CLASS_HOLD = 0,
+    EVENT_CLASS_BID_UP,
+    EVENT_CLASS_BID_DOWN,
+    EVENT_CLASS_BUDGET_UP,
+    EVENT_CLASS_BUDGET_DOWN,
+    EVENT_CLASS_CREATIVE_PAUSE,
+    EVENT_CLASS_CREATIVE_RESUME,
+    EVENT_CLASS_COUNT,
+};
+
+struct event_limits {
+    size_t max_bytes; /* messages larger than this are refused; 0 = default */
+};
+
+/*
+ * A decoded event.  Strings are owned by the event and NUL-terminated; fields
+ * that do not apply to the kind are NULL / false / 0.
+ */
+struct event {
+    enum event_kind kind;
+    char *event_id;
+    int64_t ts_us;         /* microseconds since the Unix epoch, UTC */
+    char *ts_text;         /* the ts exactly as sent (for storage/audit) */
+    char *operator_id;     /* NULL only for a state snapshot without one */
+    char *campaign_id;     /* action, state */
+    enum event_entity entity_type; /* action, state */
+    char *entity_id;       /* action, state */
+    bool has_action;       /* action; feedback when verdict is modified */
+    enum event_action action;
+    bool has_delta;        /* delta_pct present and not null */
+    double delta_pct;
+    struct json_t *state;  /* action, state: the state object (owned ref) */
+    char *state_json;      /* compact text of state, keys sorted */
+    char *extra_json;      /* compact object of unknown top-level keys, or NULL */
+    int64_t recommendation_id; /* feedback */
+    enum event_verdict verdict; /* feedback */
+};
+
+/*
+ * Decodes buf[0..len) as an event of the given kind.  On success fills *out
+ * (caller calls event_deinit) and returns 0.  On a contract violation returns
+ * -1, leaves *out zeroed and writes a one-line reason naming the field into
+ * reason (always terminated).  Returns -2 on allocation failure (the message
+ * is fine; the caller should retry, not dead-letter it).
+ */
+int event_decode(enum event_kind kind, const void *buf, size_t len,
+                 const struct event_limits *limits, struct event *out, char *reason,
+                 size_t reasonlen) __attribute__((warn_unused_result));
+
+/* Frees what the event owns and zeroes it.  Safe on a zeroed event. */
+void event_deinit(struct event *ev);
+
+/*
+ * The decision class of an action event (or a modified feedback): bid_change
+ * with delta > 0 is bid_up, etc.  Returns 0, or -1 when the event carries no
+ * classifiable action.
+ */
+int event_class_of(const struct event *ev, enum event_class *out);
+
+/* Names as they appear on the wire and in the database ("bid_up", "ad_group"). */
+const char *event_kind_name(enum event_kind k);
+const char *event_entity_name(enum event_entity e);
+const char *event_action_name(enum event_action a);
+const char *event_verdict_name(enum event_verdict v);
+const char *event_class_name(enum event_class c);
+/* Reverse of event_class_name; -1 when unknown. */
+int event_class_parse(const char *s, enum event_class *out);
+
+/*
+ * Parses an RFC 3339 timestamp ("2026-11-02T14:05:11Z", fractions and
+ * +hh:mm/-hh:mm offsets accepted) into microseconds since the epoch, UTC.
+ * Returns 0 or -1.
+ */
+int event_parse_rfc3339(const char *s, int64_t *out_us);
+
+/* ---- features ---------------------------------------------------------- */
+
+enum event_feature_kind {
+    EVENT_FEATURE_NUMERIC = 0,
+    EVENT_FEATURE_CATEGORICAL,
+};
+
+struct event_feature_spec {
+    char *name; /* a key of state */
+    enum event_feature_kind kind;
+};
+
+struct event_feature_value {
+    bool missing;     /* absent, null, or of the wrong kind */
+    double num;       /* numeric features */
+    const char *cat;  /* categorical: borrowed from the event's state */
+};
+
+/*
+ * Extracts the declared features from ev->state into out[0..n).  A feature
+ * that is absent, null or of the wrong kind is missing (not an error).
+ * Numbers are numeric; strings and booleans ("true"/"false") are categorical
+ * levels.  Borrowed pointers live as long as the event.
+ */
+void event_features(const struct event *ev, const struct event_feature_spec *spec, size_t n,
+                    struct event_feature_value *out);
+
+#endif
