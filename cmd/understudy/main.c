@@ -1,0 +1,354 @@
+/*
+ * understudy: command-line entry point.  Parses arguments and calls one
+ * entry point per subcommand; no business logic lives here.
+ *
+ * Exit status: 0 success, 1 the command failed at run time, 2 bad usage or
+ * a bad configuration.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "log/log.h"
+#include "mockkafka/mockkafka.h"
+#include "store/store.h"
+
+#define UNDERSTUDY_VERSION "0.1.0"
+
+#define EXIT_USAGE 2
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *args;
+    const char *summary;
+};
+
+static int cmd_check_config(int argc, char **argv);
+static int cmd_migrate(int argc, char **argv);
+static int cmd_mock_kafka(int argc, char **argv);
+static int cmd_version(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+
+static const struct command commands[] = {
+    {"check-config", cmd_check_config, "[-c FILE]",
+     "validate the configuration and print it, secrets masked"},
+    {"migrate", cmd_migrate, "[-c FILE] [--status]",
+     "apply pending schema migrations to PostgreSQL (or list them)"},
+    {"mock-kafka", cmd_mock_kafka,
+     "[--partitions N] [--topics a,b,c] [--brokers N] [--bootstrap-file F]",
+     "run librdkafka's mock Kafka cluster until SIGTERM (development, tests)"},
+    {"version", cmd_version, "", "print the version"},
+    {"help", cmd_help, "[COMMAND]", "show this help, or one command's"},
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    }
+    return NULL;
+}
+
+static void print_usage(FILE *f)
+{
+    fprintf(f, "usage: understudy COMMAND [OPTIONS]\n\n"
+               "Learns an ad-ops team's decisions from its change log and suggests the next\n"
+               "move for every campaign.\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nThe configuration is read from -c FILE, else $UNDERSTUDY_CONFIG, else the\n"
+               "embedded defaults.  `understudy help COMMAND` shows a command's options.\n");
+}
+
+static void print_command_usage(FILE *f, const struct command *c)
+{
+    fprintf(f, "usage: understudy %s %s\n  %s\n", c->name, c->args, c->summary);
+}
+
+/* Prints the reason and the command's usage to stderr; returns the usage
+ * exit status. */
+static int usage_error(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *name, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "understudy %s: ", name);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    print_command_usage(stderr, find_command(name));
+    return EXIT_USAGE;
+}
+
+/* The configuration file to read: -c, else $UNDERSTUDY_CONFIG, else none. */
+static const char *config_path_from(const char *opt)
+{
+    if (opt)
+        return opt;
+    const char *env = getenv("UNDERSTUDY_CONFIG");
+    return env && *env ? env : NULL;
+}
+
+/* Loads the configuration and applies its log settings.  NULL on failure
+ * (the reason is printed). */
+static struct cfg *load_config(const char *path)
+{
+    char err[1024];
+    struct cfg *cfg = NULL;
+    if (cfg_load(path, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return NULL;
+    }
+    log_setup(cfg->log.level, cfg->log.format);
+    return cfg;
+}
+
+static int parse_int_arg(const char *s, long lo, long hi, long *out)
+{
+    char *end = NULL;
+    long v;
+    if (!s || !*s)
+        return -1;
+    v = strtol(s, &end, 10);
+    if (*end != '\0' || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int cmd_check_config(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'h':
+            print_command_usage(stdout, find_command("check-config"));
+            return 0;
+        case ':':
+            return usage_error("check-config", "option %s needs a value", argv[optind - 1]);
+        default:
+            return usage_error("check-config", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error("check-config", "unexpected argument %s", argv[optind]);
+
+    struct cfg *cfg = load_config(config_path_from(path));
+    if (!cfg)
+        return EXIT_USAGE;
+    int rc = cfg_dump(cfg, stdout) == 0 ? 0 : 1;
+    cfg_free(cfg);
+    return rc;
+}
+
+static int cmd_migrate(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"status", no_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    int status_only = 0, c, rc = 1;
+    char err[2048];
+    struct store *st = NULL;
+
+    while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 's':
+            status_only = 1;
+            break;
+        case 'h':
+            print_command_usage(stdout, find_command("migrate"));
+            return 0;
+        case ':':
+            return usage_error("migrate", "option %s needs a value", argv[optind - 1]);
+        default:
+            return usage_error("migrate", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error("migrate", "unexpected argument %s", argv[optind]);
+
+    struct cfg *cfg = load_config(config_path_from(path));
+    if (!cfg)
+        return EXIT_USAGE;
+    if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &st, err, sizeof err) !=
+        0) {
+        log_error("migrate: %s", err);
+        goto out;
+    }
+    if (status_only) {
+        if (store_migrate_status(st, stdout, err, sizeof err) != 0) {
+            log_error("migrate: %s", err);
+            goto out;
+        }
+    } else {
+        int applied = 0;
+        if (store_migrate(st, stdout, &applied, err, sizeof err) != 0) {
+            log_error("migrate: %s", err);
+            goto out;
+        }
+        printf("migrate: %d migration(s) applied, schema at version %d\n", applied,
+               store_n_migrations ? store_migrations[store_n_migrations - 1].version : 0);
+    }
+    rc = 0;
+out:
+    store_free(st);
+    cfg_free(cfg);
+    return rc;
+}
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void install_stop_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static int cmd_mock_kafka(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"partitions", required_argument, NULL, 'p'},
+        {"topics", required_argument, NULL, 't'},
+        {"brokers", required_argument, NULL, 'b'},
+        {"bootstrap-file", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct mockkafka_opts mo = {
+        .brokers = 1,
+        .partitions = 3,
+        .topics = "ops.actions,ops.states,ops.feedback",
+        .bootstrap_file = NULL,
+    };
+    char err[512];
+    long v;
+    int c;
+
+    while ((c = getopt_long(argc, argv, ":p:t:b:f:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'p':
+            if (parse_int_arg(optarg, 1, 1024, &v) != 0)
+                return usage_error("mock-kafka", "--partitions takes 1..1024, not '%s'", optarg);
+            mo.partitions = (int)v;
+            break;
+        case 'b':
+            if (parse_int_arg(optarg, 1, 16, &v) != 0)
+                return usage_error("mock-kafka", "--brokers takes 1..16, not '%s'", optarg);
+            mo.brokers = (int)v;
+            break;
+        case 't':
+            if (mockkafka_check_topics(optarg, err, sizeof err) != 0)
+                return usage_error("mock-kafka", "--%s", err);
+            mo.topics = optarg;
+            break;
+        case 'f':
+            mo.bootstrap_file = optarg;
+            break;
+        case 'h':
+            print_command_usage(stdout, find_command("mock-kafka"));
+            return 0;
+        case ':':
+            return usage_error("mock-kafka", "option %s needs a value", argv[optind - 1]);
+        default:
+            return usage_error("mock-kafka", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error("mock-kafka", "unexpected argument %s", argv[optind]);
+
+    enum log_level lv = LOG_LEVEL_INFO;
+    const char *env = getenv("UNDERSTUDY_LOG_LEVEL");
+    if (env && log_level_parse(env, &lv) != 0)
+        return usage_error("mock-kafka", "UNDERSTUDY_LOG_LEVEL: unknown level '%s'", env);
+    log_setup(lv, LOG_FORMAT_TEXT);
+
+    install_stop_handlers();
+    if (mockkafka_run(&mo, &stop_requested, stdout, err, sizeof err) != 0) {
+        log_error("mock-kafka: %s", err);
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argv;
+    if (argc > 1)
+        return usage_error("version", "unexpected argument %s", argv[1]);
+    printf("understudy %s\n", UNDERSTUDY_VERSION);
+    return 0;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    if (argc > 2)
+        return usage_error("help", "unexpected argument %s", argv[2]);
+    if (argc == 2) {
+        const struct command *c = find_command(argv[1]);
+        if (!c)
+            return usage_error("help", "unknown command %s", argv[1]);
+        print_command_usage(stdout, c);
+        return 0;
+    }
+    print_usage(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0)
+        return cmd_help(1, argv);
+    if (strcmp(name, "--version") == 0)
+        return cmd_version(1, argv);
+
+    const struct command *c = find_command(name);
+    if (!c) {
+        fprintf(stderr, "understudy: unknown command '%s'\n\n", name);
+        print_usage(stderr);
+        return EXIT_USAGE;
+    }
+    /* Each command sees argv[0] = its own name. */
+    optind = 1;
+    return c->run(argc - 1, argv + 1);
+}
