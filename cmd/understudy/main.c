@@ -75,7 +75,8 @@ static void print_command_usage(FILE *f, const struct command *c)
 
 /* Prints the reason and the command's usage to stderr; returns the usage
  * exit status. */
-static int usage_error(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static int usage_error(const char *name, const char *fmt, ...)
 {
@@ -195,8 +196,7 @@ static int cmd_migrate(int argc, char **argv)
     struct cfg *cfg = load_config(config_path_from(path));
     if (!cfg)
         return EXIT_USAGE;
-    if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &st, err, sizeof err) !=
-        0) {
+    if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &st, err, sizeof err) != 0) {
         log_error("migrate: %s", err);
         goto out;
     }

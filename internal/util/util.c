@@ -249,9 +249,8 @@ int util_parse_size(const char *s, int64_t *out, char *err, size_t errlen)
         const char *suffix;
         int64_t mult;
     } units[] = {
-        {"", 1},           {"B", 1},           {"KiB", 1024},
-        {"MiB", 1 << 20},  {"GiB", 1 << 30},   {"kB", 1000},
-        {"MB", 1000000},   {"GB", 1000000000},
+        {"", 1},          {"B", 1},     {"KiB", 1024},   {"MiB", 1 << 20},
+        {"GiB", 1 << 30}, {"kB", 1000}, {"MB", 1000000}, {"GB", 1000000000},
     };
     char *end = NULL;
 

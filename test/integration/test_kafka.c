@@ -136,8 +136,9 @@ static void test_kafka_kcat_roundtrip_keys_values_and_partitions(void **state)
         fprintf(f, "cr-%d\t{\"event_id\":\"e-%d\",\"n\":%d}\n", i % 17, i, i);
     assert_int_equal(fclose(f), 0);
 
-    const char *prod[] = {"kcat", "-P", "-b", m.brokers, "-t", "ops.actions", "-K", "\t",
-                          "-X", "enable.idempotence=true", NULL};
+    const char *prod[] = {"kcat",        "-P", "-b", m.brokers, "-t",
+                          "ops.actions", "-K", "\t", "-X",      "enable.idempotence=true",
+                          NULL};
     char *err = NULL;
     int rc = testenv_run(prod, in, NULL, &err);
     if (rc != 0)
@@ -145,8 +146,8 @@ static void test_kafka_kcat_roundtrip_keys_values_and_partitions(void **state)
     free(err);
 
     char *out = NULL;
-    const char *cons[] = {"kcat", "-C",         "-b", m.brokers, "-t", "ops.actions", "-o",
-                          "beginning", "-e", "-q", "-f", "%k %p %s\n", NULL};
+    const char *cons[] = {"kcat",      "-C", "-b", m.brokers, "-t",         "ops.actions", "-o",
+                          "beginning", "-e", "-q", "-f",      "%k %p %s\n", NULL};
     assert_int_equal(testenv_run(cons, NULL, &out, NULL), 0);
     assert_int_equal(count_lines(out), 300);
 
@@ -158,9 +159,8 @@ static void test_kafka_kcat_roundtrip_keys_values_and_partitions(void **state)
     char *save = NULL;
     for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         int key, part, id, n;
-        assert_int_equal(sscanf(line, "cr-%d %d {\"event_id\":\"e-%d\",\"n\":%d}", &key, &part,
-                                &id, &n),
-                         4);
+        assert_int_equal(
+            sscanf(line, "cr-%d %d {\"event_id\":\"e-%d\",\"n\":%d}", &key, &part, &id, &n), 4);
         assert_in_range(id, 0, 299);
         assert_int_equal(id, n);
         assert_int_equal(key, id % 17);
@@ -187,8 +187,7 @@ static void test_kafka_kcat_consumer_group_reads_everything_once(void **state)
     mock_start(&m, "ops.states", "3");
 
     char in[512];
-    snprintf(in, sizeof in, "%s/group-%ld.txt", testenv_get("UNDERSTUDY_TEST_TMP"),
-             (long)getpid());
+    snprintf(in, sizeof in, "%s/group-%ld.txt", testenv_get("UNDERSTUDY_TEST_TMP"), (long)getpid());
     char text[4096] = "";
     for (int i = 0; i < 50; i++) {
         char line[64];
@@ -201,7 +200,7 @@ static void test_kafka_kcat_consumer_group_reads_everything_once(void **state)
 
     /* A balanced consumer in a group: joins, gets all partitions, commits. */
     char *out = NULL;
-    const char *cons[] = {"kcat", "-b", m.brokers, "-G", "it-group", "-o", "beginning",
+    const char *cons[] = {"kcat", "-b", m.brokers, "-G",   "it-group",   "-o", "beginning",
                           "-e",   "-q", "-f",      "%s\n", "ops.states", NULL};
     assert_int_equal(testenv_run(cons, NULL, &out, NULL), 0);
     assert_int_equal(count_lines(out), 50);
@@ -227,12 +226,9 @@ static void test_kafka_mock_kafka_bad_arguments_exit_2_with_usage(void **state)
     (void)state;
     const char *bin = testenv_get("UNDERSTUDY_BIN");
     const char *bad[][4] = {
-        {"--partitions", "0", NULL, NULL},
-        {"--partitions", "x", NULL, NULL},
-        {"--brokers", "17", NULL, NULL},
-        {"--topics", "a,,b", NULL, NULL},
-        {"--topics", "bad topic", NULL, NULL},
-        {"--nope", NULL, NULL, NULL},
+        {"--partitions", "0", NULL, NULL},     {"--partitions", "x", NULL, NULL},
+        {"--brokers", "17", NULL, NULL},       {"--topics", "a,,b", NULL, NULL},
+        {"--topics", "bad topic", NULL, NULL}, {"--nope", NULL, NULL, NULL},
         {"extra", NULL, NULL, NULL},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

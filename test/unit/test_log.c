@@ -76,8 +76,7 @@ static void test_log_write_json_escapes_and_names_level(void **state)
     char *out = capture(LOG_LEVEL_INFO, LOG_FORMAT_JSON, emit_tricky);
     assert_int_equal(strncmp(out, "{\"ts\":\"", 7), 0);
     assert_non_null(strstr(out, "\"level\":\"info\""));
-    assert_non_null(
-        strstr(out, "\"msg\":\"quote \\\" backslash \\\\ newline end tab\\u0009\"}\n"));
+    assert_non_null(strstr(out, "\"msg\":\"quote \\\" backslash \\\\ newline end tab\\u0009\"}\n"));
     free(out);
 }
 

@@ -17,8 +17,8 @@ static void test_util_parse_duration_accepts_units_and_combinations(void **state
         const char *in;
         int64_t ms;
     } ok[] = {
-        {"30s", 30000},   {"15m", 900000},     {"2h", 7200000}, {"1h30m", 5400000},
-        {"250ms", 250},   {"1d", 86400000},    {"0s", 0},       {"1m30s", 90000},
+        {"30s", 30000},   {"15m", 900000},           {"2h", 7200000}, {"1h30m", 5400000},
+        {"250ms", 250},   {"1d", 86400000},          {"0s", 0},       {"1m30s", 90000},
         {"90m", 5400000}, {"1d2h3m4s5ms", 93784005},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
@@ -32,8 +32,16 @@ static void test_util_parse_duration_accepts_units_and_combinations(void **state
 static void test_util_parse_duration_rejects_bad_input_with_reason(void **state)
 {
     (void)state;
-    static const char *const bad[] = {"", "30", "s", "-5m", "5x", "1.5h", "5m ", " 5m",
-                                      "99999999999999999999h", "10000000000000d"};
+    static const char *const bad[] = {"",
+                                      "30",
+                                      "s",
+                                      "-5m",
+                                      "5x",
+                                      "1.5h",
+                                      "5m ",
+                                      " 5m",
+                                      "99999999999999999999h",
+                                      "10000000000000d"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int64_t v = 42;
         char err[128] = "";
@@ -98,13 +106,13 @@ static void test_util_utf8_valid_accepts_and_locates_errors(void **state)
         {"caf\xc3\xa9", 5, 1, 0},
         {"\xe2\x82\xac euro", 8, 1, 0},
         {"\xf0\x9f\x98\x80", 4, 1, 0},
-        {"ab\xc0\xaf", 4, 0, 2},         /* overlong '/' */
-        {"\x80", 1, 0, 0},               /* lone continuation */
-        {"x\xed\xa0\x80", 4, 0, 1},      /* encoded surrogate */
-        {"\xf4\x90\x80\x80", 4, 0, 0},   /* above U+10FFFF */
-        {"abc\xe2\x82", 5, 0, 3},        /* truncated */
-        {"\xe0\x80\xaf", 3, 0, 0},       /* overlong 3-byte */
-        {"\xf0\x80\x80\xaf", 4, 0, 0},   /* overlong 4-byte */
+        {"ab\xc0\xaf", 4, 0, 2},       /* overlong '/' */
+        {"\x80", 1, 0, 0},             /* lone continuation */
+        {"x\xed\xa0\x80", 4, 0, 1},    /* encoded surrogate */
+        {"\xf4\x90\x80\x80", 4, 0, 0}, /* above U+10FFFF */
+        {"abc\xe2\x82", 5, 0, 3},      /* truncated */
+        {"\xe0\x80\xaf", 3, 0, 0},     /* overlong 3-byte */
+        {"\xf0\x80\x80\xaf", 4, 0, 0}, /* overlong 4-byte */
         {"\xff", 1, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
