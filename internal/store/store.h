@@ -42,7 +42,8 @@ extern const size_t store_n_migrations;
  * a PostgreSQL advisory lock, recording each in schema_migrations.  Already
  * applied ones are skipped (so running twice is a no-op); an applied
  * migration whose text changed since is an error.  Progress lines go to
- * report (may be NULL).  *applied (may be NULL) gets the number applied.
+ * report (NULL: to the log at info level).  *applied (may be NULL) gets the
+ * number applied (committed), also on failure.
  * On failure the failing migration is rolled back, and err names the file,
  * the line of the failing statement and PostgreSQL's message.
  */
@@ -52,5 +53,66 @@ int store_migrate(struct store *st, FILE *report, int *applied, char *err, size_
 /* Writes one line per known migration: version, name, applied_at or "pending". */
 int store_migrate_status(struct store *st, FILE *out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/*
+ * The advisory lock store_migrate holds while it works (pg_advisory_lock with
+ * one bigint key, scoped to the database): the bytes of "undrstdy".  Other
+ * users of advisory locks in the same database must pick other keys.
+ */
+#define STORE_MIGRATE_LOCK_KEY 8461811192601797753LL
+
+/*
+ * store_migrate over an explicit list instead of the embedded one (tests use
+ * it to feed failing or changed migrations).  list[0..n) must have strictly
+ * increasing positive versions.  Errors besides those of store_migrate:
+ * a version recorded in the database above the list's newest reads
+ * "database is at schema version N, newer than this binary's M"; a pending
+ * migration below the newest applied version is refused.  *applied counts
+ * the migrations committed, also when a later one fails.
+ */
+int store_migrate_list(struct store *st, const struct store_migration *list, size_t n, FILE *report,
+                       int *applied, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* store_migrate_status over an explicit list. */
+int store_migrate_status_list(struct store *st, const struct store_migration *list, size_t n,
+                              FILE *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/*
+ * The checksum recorded for a migration: FNV-1a 64 of its text as 16
+ * lower-case hex digits, written to out[17].  Can't fail.
+ */
+void store_migration_checksum(const char *sql, char out[17]);
+
+/*
+ * Splitting migration text into statements, the way psql would: a ';'
+ * ends a statement unless it is inside '...' (with '' escapes), E'...'
+ * (with backslash escapes), "..." identifiers, $tag$...$tag$ dollar quotes,
+ * -- and nested slash-star comments, or parentheses.  Assumes
+ * standard_conforming_strings (the default).  SQL-standard function bodies
+ * (BEGIN ATOMIC ... END) are not understood: write function bodies in
+ * dollar quotes.
+ */
+struct store_sql_iter {
+    const char *sql; /* borrowed, NUL-terminated */
+    size_t pos;
+    int line; /* 1-based line at pos */
+};
+
+struct store_sql_stmt {
+    const char *text; /* points into the iterator's sql; not NUL-terminated */
+    size_t len;       /* leading blanks/comments and the ';' excluded */
+    int line;         /* 1-based line of the statement's first token */
+};
+
+void store_sql_iter_init(struct store_sql_iter *it, const char *sql);
+
+/*
+ * Finds the next statement.  Returns 1 and fills *out, 0 when only blanks
+ * and comments remain, or -1 with "line N: unterminated ..." in err when a
+ * quote or comment is not closed.
+ */
+int store_sql_iter_next(struct store_sql_iter *it, struct store_sql_stmt *out, char *err,
+                        size_t errlen) __attribute__((warn_unused_result));
 
 #endif

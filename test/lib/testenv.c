@@ -93,12 +93,18 @@ int testenv_run(const char *const argv[], const char *in_path, char **out, char 
     return -1;
 }
 
+static void quiet_notices(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
 PGconn *testenv_connect(const char *conninfo)
 {
     PGconn *c = PQconnectdb(conninfo);
     if (PQstatus(c) != CONNECTION_OK)
         fail_msg("connect: %s", PQerrorMessage(c));
-    PQsetNoticeProcessor(c, NULL, NULL);
+    PQsetNoticeProcessor(c, quiet_notices, NULL);
     return c;
 }
 
