@@ -7,6 +7,10 @@
  * validation table drives parsing, defaults, bounds and the dump.  A bad file
  * is refused whole with "file:line:col: key.path: reason"; unknown keys,
  * wrong types, out-of-range values and duplicate keys are errors.
+ *
+ * After a successful load every string field is non-NULL ("" when empty),
+ * except postgres.password_file, which is NULL when unset.  docs/configuration.md
+ * lists every key.
  */
 #ifndef UNDERSTUDY_CONFIG_H
 #define UNDERSTUDY_CONFIG_H
@@ -28,7 +32,7 @@ struct cfg {
     char *path; /* the file loaded, or NULL for embedded defaults */
 
     struct {
-        char *brokers;        /* bootstrap.servers */
+        char *brokers; /* bootstrap.servers */
         char *group_id;
         char *topic_actions;
         char *topic_states;
@@ -97,32 +101,107 @@ struct cfg {
 /*
  * Loads path (NULL = embedded defaults only), applies the environment
  * overrides and validates.  On success *out owns a new config (cfg_free) and
- * 0 is returned.  On failure returns -1, *out is NULL and err holds
- * "file:line:col: key: reason" (or "UNDERSTUDY_X: reason" for environment).
+ * 0 is returned.  On failure returns -1, *out is NULL and err holds one
+ * line: "file:line:col: key: reason", "file: reason" when the file cannot be
+ * read, or "UNDERSTUDY_X: reason" for the environment.
  */
 int cfg_load(const char *path, struct cfg **out, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
-/* Same, from a string in memory; name is used in error messages. */
-int cfg_load_string(const char *name, const char *text, size_t len, struct cfg **out,
-                    char *err, size_t errlen) __attribute__((warn_unused_result));
+/*
+ * Same, from text[0..len) in memory (text may be NULL when len is 0: all
+ * defaults).  name is used in error messages and becomes cfg->path
+ * ("<string>" when NULL).  Returns 0 or -1 exactly like cfg_load.
+ */
+int cfg_load_string(const char *name, const char *text, size_t len, struct cfg **out, char *err,
+                    size_t errlen) __attribute__((warn_unused_result));
 
+/* Frees cfg and everything it owns.  NULL is a no-op. */
 void cfg_free(struct cfg *cfg);
 
 /*
  * Writes the effective configuration as YAML to f, secrets masked
- * (passwords in the DSN, sasl/ssl passwords in kafka.properties).
- * Returns 0 or -1 on a write error.
+ * (passwords in the DSN, sasl/ssl passwords in kafka.properties), in the
+ * key layout of config/understudy.yaml; the output loads back to an equal
+ * config (bar masked values).  Returns 0, or -1 on a write error (what was
+ * written so far stays written).
  */
 int cfg_dump(const struct cfg *cfg, FILE *f);
 
 /*
- * Copies conninfo with any password masked as "********", for logs.
- * Always terminates dst.
+ * Copies conninfo (key=value or postgresql:// URI; NULL reads as "") with
+ * any password masked as "********", for logs.  Always terminates dst when
+ * size > 0; a truncated copy never contains a password.  Can't fail.
  */
 void cfg_mask_dsn(const char *dsn, char *dst, size_t size);
 
-/* True for kafka property names that hold secrets (sasl.password, ...). */
+/* True for kafka property names that hold secrets (sasl.password, ...):
+ * names containing "password", "passphrase" or "secret", ssl.key.pem and
+ * sasl.oauthbearer.config.  False for NULL. */
 bool cfg_is_secret_property(const char *name);
+
+/*
+ * True when every key of the table has the same value in a and b (cfg->path
+ * is not compared).  Can't fail.
+ */
+bool cfg_equal(const struct cfg *a, const struct cfg *b);
+
+/*
+ * For a SIGHUP reload: returns 0 when next differs from cur only in
+ * reloadable keys, or -1 with "key.path: changed; restart to apply" in err
+ * for the first non-reloadable key (in table order) that differs.
+ */
+int cfg_diff_nonreloadable(const struct cfg *cur, const struct cfg *next, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* ---- the validation table ------------------------------------------------
+ *
+ * One row per key.  Parsing, defaults, bounds, environment overrides,
+ * cfg_dump and cfg_diff_nonreloadable are all driven by it; docs and tests
+ * walk it through cfg_keys().
+ */
+
+enum cfg_type {
+    CFG_TYPE_STRING = 0,
+    CFG_TYPE_BOOL,     /* true | false */
+    CFG_TYPE_INT,      /* int64_t, decimal */
+    CFG_TYPE_DOUBLE,   /* finite */
+    CFG_TYPE_DURATION, /* int64_t milliseconds, written 30s, 15m, 2h, 1h30m, 250ms, 1d */
+    CFG_TYPE_SIZE,     /* int64_t bytes, written 1048576 or 1MiB */
+    CFG_TYPE_ENUM,     /* an int-sized enum; names[i] spells the value i */
+    CFG_TYPE_MAP,      /* mapping of string -> string (struct cfg_kv array) */
+    CFG_TYPE_FEATURES, /* sequence of {name, type} (struct event_feature_spec array) */
+};
+
+#define CFG_KEY_REQUIRED   (1u << 0) /* string: must not be empty */
+#define CFG_KEY_MIN_OPEN   (1u << 1) /* number: the minimum itself is out of range */
+#define CFG_KEY_EMPTY_NULL (1u << 2) /* string: empty is stored as NULL ("unset") */
+#define CFG_KEY_CONNINFO   (1u << 3) /* string: a libpq conninfo, dumped via cfg_mask_dsn */
+
+struct cfg_key {
+    const char *path; /* dotted key path, e.g. "labels.hold_window" */
+    enum cfg_type type;
+    const char *def;          /* default as written in YAML ("60m"); NULL for MAP (empty)
+                                 and FEATURES (the built-in list) */
+    int64_t imin, imax;       /* INT, DURATION (ms) and SIZE (bytes) bounds, inclusive */
+    double dmin, dmax;        /* DOUBLE bounds, inclusive unless CFG_KEY_MIN_OPEN */
+    unsigned flags;           /* CFG_KEY_* */
+    bool reloadable;          /* a SIGHUP reload may change it; otherwise restart */
+    const char *env;          /* environment variable that overrides it, or NULL */
+    const char *const *names; /* ENUM: allowed spellings, NULL-terminated */
+    /* STRING: extra check of a non-empty value; 0 or -1 with a reason. */
+    int (*check)(const char *value, char *why, size_t whylen);
+    size_t offset;       /* of the value in struct cfg */
+    size_t count_offset; /* MAP, FEATURES: of the size_t element count */
+};
+
+/* The table, in dump order, and its length in *n.  Can't fail. */
+const struct cfg_key *cfg_keys(size_t *n);
+
+/* The row for a dotted path, or NULL when there is none. */
+const struct cfg_key *cfg_key_find(const char *path);
+
+/* "string", "bool", "int", ... as used in the docs. */
+const char *cfg_type_name(enum cfg_type type);
 
 #endif
