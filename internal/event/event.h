@@ -6,6 +6,28 @@
  * A message either decodes into a struct event or is refused with a
  * one-line reason that names the field ("delta_pct: required for
  * bid_change", "ts: not RFC 3339", "state.cpa: nesting not allowed").
+ *
+ * Checks run in a fixed order and the first failure is reported: size limit,
+ * empty message, byte order mark, UTF-8, raw NUL byte, JSON syntax (jansson,
+ * duplicate keys and \u0000 refused), top level an object, then the fields
+ * of the kind in the order of the contract's tables.  docs/contract.md lists
+ * every reason.  Decisions the contract leaves open:
+ *
+ *  - A required field that is JSON null counts as absent ("event_id:
+ *    required").
+ *  - delta_pct is optional for creative_pause/creative_resume (and a
+ *    feedback's hold) but only as absent or null: a number there contradicts
+ *    the action and is refused ("delta_pct: not allowed for creative_pause").
+ *  - A state snapshot carrying a non-null action or delta_pct is refused
+ *    ("action: not allowed in a state snapshot"): it is most likely an action
+ *    event on the wrong topic, and keeping it would teach the policy a hold.
+ *  - Feedback: action and delta_pct belong to verdict "modified" only; with
+ *    accepted/rejected a non-null one is refused ("action: only allowed when
+ *    verdict is modified") instead of being silently dropped.
+ *  - recommendation_id must be a JSON integer > 0; 3.0 is refused.
+ *  - Unknown top-level keys are kept in extra_json; fields of another kind
+ *    (campaign_id in a feedback, say) are unknown keys there.
+ *  - Timestamps: see event_parse_rfc3339.
  */
 #ifndef UNDERSTUDY_EVENT_H
 #define UNDERSTUDY_EVENT_H
@@ -18,6 +40,7 @@ struct json_t; /* jansson */
 
 #define EVENT_ID_MAX        128     /* bytes, for every id field */
 #define EVENT_DEFAULT_LIMIT 1048576 /* default message size limit */
+#define EVENT_REASON_MAX    256     /* a reason buffer this large is never cut */
 
 enum event_kind {
     EVENT_KIND_ACTION = 0, /* ops.actions */
@@ -73,20 +96,20 @@ struct event_limits {
 struct event {
     enum event_kind kind;
     char *event_id;
-    int64_t ts_us;         /* microseconds since the Unix epoch, UTC */
-    char *ts_text;         /* the ts exactly as sent (for storage/audit) */
-    char *operator_id;     /* NULL only for a state snapshot without one */
-    char *campaign_id;     /* action, state */
+    int64_t ts_us;                 /* microseconds since the Unix epoch, UTC */
+    char *ts_text;                 /* the ts exactly as sent (for storage/audit) */
+    char *operator_id;             /* NULL only for a state snapshot without one */
+    char *campaign_id;             /* action, state */
     enum event_entity entity_type; /* action, state */
-    char *entity_id;       /* action, state */
-    bool has_action;       /* action; feedback when verdict is modified */
+    char *entity_id;               /* action, state */
+    bool has_action;               /* action; feedback when verdict is modified */
     enum event_action action;
-    bool has_delta;        /* delta_pct present and not null */
+    bool has_delta; /* delta_pct present and not null */
     double delta_pct;
-    struct json_t *state;  /* action, state: the state object (owned ref) */
-    char *state_json;      /* compact text of state, keys sorted */
-    char *extra_json;      /* compact object of unknown top-level keys, or NULL */
-    int64_t recommendation_id; /* feedback */
+    struct json_t *state;       /* action, state: the state object (owned ref) */
+    char *state_json;           /* compact text of state, keys sorted */
+    char *extra_json;           /* compact object of unknown top-level keys, or NULL */
+    int64_t recommendation_id;  /* feedback */
     enum event_verdict verdict; /* feedback */
 };
 
@@ -96,6 +119,12 @@ struct event {
  * -1, leaves *out zeroed and writes a one-line reason naming the field into
  * reason (always terminated).  Returns -2 on allocation failure (the message
  * is fine; the caller should retry, not dead-letter it).
+ *
+ * buf is borrowed and need not be NUL-terminated; limits may be NULL (the
+ * default limit); reason may be NULL or short (the text is cut on a UTF-8
+ * character boundary; EVENT_REASON_MAX bytes always suffice).  A reason is
+ * valid UTF-8 without control characters.  An unknown kind is refused with
+ * -1.  On -2 the reason reads "out of memory".
  */
 int event_decode(enum event_kind kind, const void *buf, size_t len,
                  const struct event_limits *limits, struct event *out, char *reason,
@@ -106,12 +135,17 @@ void event_deinit(struct event *ev);
 
 /*
  * The decision class of an action event (or a modified feedback): bid_change
- * with delta > 0 is bid_up, etc.  Returns 0, or -1 when the event carries no
- * classifiable action.
+ * with delta > 0 is bid_up, etc.; a modified feedback's hold is hold.  Returns
+ * 0, or -1 when the event carries no classifiable action: a state snapshot
+ * (whether it is a hold example depends on the labelling window, not on the
+ * event), an accepted/rejected feedback, or an event not from event_decode.
  */
 int event_class_of(const struct event *ev, enum event_class *out);
 
-/* Names as they appear on the wire and in the database ("bid_up", "ad_group"). */
+/*
+ * Names as they appear on the wire and in the database ("bid_up", "ad_group").
+ * A value out of range gives NULL.
+ */
 const char *event_kind_name(enum event_kind k);
 const char *event_entity_name(enum event_entity e);
 const char *event_action_name(enum event_action a);
@@ -124,8 +158,24 @@ int event_class_parse(const char *s, enum event_class *out);
  * Parses an RFC 3339 timestamp ("2026-11-02T14:05:11Z", fractions and
  * +hh:mm/-hh:mm offsets accepted) into microseconds since the epoch, UTC.
  * Returns 0 or -1.
+ *
+ * Strict form: YYYY-MM-DD, 'T' or 't' (a space is refused), hh:mm:ss, an
+ * optional fraction of 1..9 digits (truncated to microseconds), then 'Z',
+ * 'z' or +hh:mm/-hh:mm.  Years 0001..9999, days checked against the month
+ * (leap years included), hour < 24, minute < 60, offset hour < 24.  A leap
+ * second (ss = 60) is accepted and clamped to ss = 59.999999.
  */
 int event_parse_rfc3339(const char *s, int64_t *out_us);
+
+/*
+ * Returns 1 when buf[0..len) is one well-formed JSON text (any value), else
+ * 0.  Allocates nothing.  event_decode uses it to tell jansson's
+ * out-of-memory failures, which jansson reports as syntax errors, from real
+ * syntax errors; it ignores what jansson reports with codes of its own
+ * (duplicate keys, \u0000, number overflow, nesting depth).  Expects valid
+ * UTF-8.
+ */
+int event_json_wellformed(const void *buf, size_t len);
 
 /* ---- features ---------------------------------------------------------- */
 
@@ -140,9 +190,9 @@ struct event_feature_spec {
 };
 
 struct event_feature_value {
-    bool missing;     /* absent, null, or of the wrong kind */
-    double num;       /* numeric features */
-    const char *cat;  /* categorical: borrowed from the event's state */
+    bool missing;    /* absent, null, or of the wrong kind */
+    double num;      /* numeric features */
+    const char *cat; /* categorical: borrowed from the event's state */
 };
 
 /*
@@ -150,6 +200,11 @@ struct event_feature_value {
  * that is absent, null or of the wrong kind is missing (not an error).
  * Numbers are numeric; strings and booleans ("true"/"false") are categorical
  * levels.  Borrowed pointers live as long as the event.
+ *
+ * Wrong kind, precisely: a string or boolean for a numeric feature, and a
+ * number for a categorical one (the contract says wrong kind is missing; a
+ * number is not turned into a level, so 3 and 3.0 cannot become two levels).
+ * An event without state (feedback) gives all missing.  This cannot fail.
  */
 void event_features(const struct event *ev, const struct event_feature_spec *spec, size_t n,
                     struct event_feature_value *out);
