@@ -36,13 +36,16 @@ run_one() {
     name=$(basename "$t")
     log=build/test-logs/$name.log
     echo "== $name"
+    # Output goes to a file, not a pipe: a stray child process that kept the
+    # pipe open would otherwise hang the run.
     if [ "$valgrind" -eq 1 ]; then
         valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
-            "$t" 2>&1 | tee "$log"
+            "$t" >"$log" 2>&1
     else
-        "$t" 2>&1 | tee "$log"
+        "$t" >"$log" 2>&1
     fi
-    rc=${PIPESTATUS[0]}
+    rc=$?
+    cat "$log"
     p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)
     f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)
     p=${p:-0}
@@ -64,8 +67,9 @@ if [ -n "$integ" ]; then
         # Run the integration binaries inside one environment; the inner run
         # reports its counts on its last line, which we fold into ours.
         out=$(mktemp)
-        scripts/devenv.sh --bin "$bin" -- "$0" --bin "$bin" --inside --integration "$integ" 2>&1 | tee "$out"
-        rc=${PIPESTATUS[0]}
+        scripts/devenv.sh --bin "$bin" -- "$0" --bin "$bin" --inside --integration "$integ" >"$out" 2>&1
+        rc=$?
+        cat "$out"
         line=$(grep -E '^integration: [0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
         rm -f "$out"
         if [ -n "$line" ]; then

@@ -867,7 +867,8 @@ static void test_config_diff_nonreloadable_changes(void **state)
     char err[256];
     (void)state;
     struct cfg *a = load_ok("");
-    struct cfg *b = load_ok("log: {level: debug}\ntrain: {rounds: 7}\nlabels: {hold_window: 2h}\n");
+    struct cfg *b = load_ok("log: {level: debug}\ntrain: {rounds: 7}\nlabels: {hold_window: 2h}\n"
+                            "ingest: {batch_wait: 1s, batch_messages: 10, drain_timeout: 1m}\n");
     assert_int_equal(cfg_diff_nonreloadable(a, b, err, sizeof err), 0);
     assert_false(cfg_equal(a, b));
     cfg_free(b);
@@ -885,7 +886,8 @@ static void test_config_diff_nonreloadable_changes(void **state)
          "- {name: vertical, type: categorical}\n",
          "features: changed; restart to apply"},
         {"metrics: {listen: '0.0.0.0:1'}\n", "metrics.listen: changed; restart to apply"},
-        {"ingest: {batch_wait: 1s}\n", "ingest.batch_wait: changed; restart to apply"},
+        {"ingest: {max_message_bytes: 2MiB}\n",
+         "ingest.max_message_bytes: changed; restart to apply"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         b = load_ok(cases[i].text);
