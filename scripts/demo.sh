@@ -9,10 +9,11 @@ bin=${UNDERSTUDY_BIN:?run through scripts/devenv.sh}
 psql_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)/psql
 [ -x "$psql_bin" ] || psql_bin=psql
 q() { "$psql_bin" -X -q -v ON_ERROR_STOP=1 "$UNDERSTUDY_PG_DSN" "$@"; }
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then b=$'\033[1m' n=$'\033[0m'; else b='' n=''; fi
+step() { printf '\n%s== %s%s\n' "$b" "$*" "$n"; }
 
 step "configuration (embedded defaults + environment overrides, secrets masked)"
-"$bin" check-config | sed -n '1,/^features:/p'
+"$bin" check-config
 
 step "schema migrations"
 "$bin" migrate

@@ -137,14 +137,14 @@ int metrics_histogram_write(struct util_buf *b, const char *name, const struct m
             util_fmt(le, sizeof le, "%g", h->bounds[i]);
         else
             util_fmt(le, sizeof le, "+Inf");
-        if (metrics_write_sample(b, bucket, (double)cum, "le", le, NULL) != 0)
+        if (metrics_write_sample(b, bucket, (double)cum, "le", le, METRICS_END) != 0)
             return -1;
     }
     char sum[256], count[256];
     util_fmt(sum, sizeof sum, "%s_sum", name);
     util_fmt(count, sizeof count, "%s_count", name);
-    if (metrics_write_sample(b, sum, (double)atomic_load(&h->sum_micro) / 1e6, NULL) != 0 ||
-        metrics_write_sample(b, count, (double)cum, NULL) != 0)
+    if (metrics_write_sample(b, sum, (double)atomic_load(&h->sum_micro) / 1e6, METRICS_END) != 0 ||
+        metrics_write_sample(b, count, (double)cum, METRICS_END) != 0)
         return -1;
     return 0;
 }
@@ -152,8 +152,12 @@ int metrics_histogram_write(struct util_buf *b, const char *name, const struct m
 static enum MHD_Result respond(struct MHD_Connection *conn, unsigned status, const char *ctype,
                                const char *body, size_t len)
 {
+    /* MUST_COPY: libmicrohttpd copies the body and never writes through the
+     * pointer, whose const-ness its API does not express. */
+    char *mutable_body;
+    memcpy(&mutable_body, &body, sizeof body);
     struct MHD_Response *r =
-        MHD_create_response_from_buffer(len, (void *)(uintptr_t)body, MHD_RESPMEM_MUST_COPY);
+        MHD_create_response_from_buffer(len, mutable_body, MHD_RESPMEM_MUST_COPY);
     if (!r)
         return MHD_NO;
     if (MHD_add_response_header(r, "Content-Type", ctype) != MHD_YES ||
@@ -285,7 +289,7 @@ int metrics_server_start(const char *listen, const struct metrics_handlers *h,
         goto out;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = info ? (int)info->port : atoi(port);
+    s->port = info ? (int)info->port : (int)strtol(port, NULL, 10);
     *out = s;
     s = NULL;
     rc = 0;

@@ -25,10 +25,13 @@ int metrics_write_family(struct util_buf *b, const char *name, const char *type,
 
 /*
  * Writes one sample line: name{k1="v1",k2="v2"} value.  The variadic part is
- * label name/value string pairs terminated by NULL; values are escaped.
+ * label name/value string pairs terminated by METRICS_END; values are escaped.
  * Integral values print without a fraction; NaN/Inf print as Prometheus
  * expects.  Returns 0 or -1 (out of memory).
  */
+/* A typed NULL: a plain NULL may be an int in a variadic call. */
+#define METRICS_END ((const char *)NULL)
+
 int metrics_write_sample(struct util_buf *b, const char *name, double value, ...) UTIL_WUR
     __attribute__((sentinel));
 

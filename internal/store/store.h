@@ -8,6 +8,7 @@
 #define UNDERSTUDY_STORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 struct store;
@@ -114,5 +115,67 @@ void store_sql_iter_init(struct store_sql_iter *it, const char *sql);
  */
 int store_sql_iter_next(struct store_sql_iter *it, struct store_sql_stmt *out, char *err,
                         size_t errlen) __attribute__((warn_unused_result));
+
+/* ---- ingest batches (batch.c) ------------------------------------------ */
+
+struct event;
+
+enum store_outcome {
+    STORE_ROW_PENDING = 0,    /* not written (yet, or the batch was rolled back) */
+    STORE_ROW_STORED,         /* a new event row */
+    STORE_ROW_DUPLICATE,      /* its event_id was already stored: nothing changed */
+    STORE_ROW_DEAD_LETTER,    /* undecodable: stored in dead_letters with its reason */
+    STORE_ROW_DEAD_LETTER_DB, /* decoded, but PostgreSQL refused it: dead letter too */
+};
+
+/*
+ * One consumed message.  The caller fills the first part (pointers are
+ * borrowed for the duration of the call); store_write_batch fills outcome and,
+ * for STORE_ROW_DEAD_LETTER_DB, the database's reason.
+ */
+struct store_row {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const void *key; /* may be NULL */
+    size_t keylen;
+    const void *raw; /* the message value as received */
+    size_t rawlen;
+    const struct event *ev; /* decoded event, or NULL for a dead letter */
+    const char *reason;     /* when ev is NULL: why it is not an event */
+
+    enum store_outcome outcome;
+    char db_sqlstate[6];
+    char db_reason[320];
+};
+
+/*
+ * Writes one consumer batch in one transaction: events (duplicates by
+ * event_id skipped and marked), dead letters (undecodable messages, and rows
+ * PostgreSQL refused, isolated by bisection under savepoints), and for every
+ * (topic, partition) in the batch next_offset = GREATEST(stored, max + 1) in
+ * ingest_offsets for group_id.  Returns 0 after COMMIT with every row's
+ * outcome set, or -1 with a reason in err when the transaction was rolled back
+ * (connection lost, server unavailable, serialization failure, missing
+ * table...): then nothing was written, every outcome is PENDING, and the same
+ * batch may be retried as it is.
+ */
+int store_write_batch(struct store *st, const char *group_id, struct store_row *rows, size_t n,
+                      char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * Reads the next offsets recorded for group_id/topic for partitions[0..n)
+ * into next[0..n) (-1 where none is recorded).  Returns 0 or -1 with a reason.
+ */
+int store_load_offsets(struct store *st, const char *group_id, const char *topic,
+                       const int32_t *partitions, size_t n, int64_t *next, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Runs SELECT 1.  Returns 0 when the database answers, -1 with a reason. */
+int store_ping(struct store *st, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Re-establishes the connection with the same parameters (PQreset).  Returns
+ * 0, or -1 with a reason (the password never appears in it). */
+int store_reconnect(struct store *st, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 #endif

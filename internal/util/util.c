@@ -332,3 +332,28 @@ int64_t util_now_wall_us(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+#ifdef UNDERSTUDY_FAILPOINTS
+#include <signal.h>
+#include <unistd.h>
+
+static atomic_long failpoint_hits;
+
+void util_failpoint(const char *name)
+{
+    const char *want = getenv("UNDERSTUDY_FAILPOINT");
+    if (!want)
+        return;
+    size_t n = strcspn(want, ":");
+    if (strlen(name) != n || strncmp(want, name, n) != 0)
+        return;
+    long nth = want[n] == ':' ? strtol(want + n + 1, NULL, 10) : 1;
+    if (atomic_fetch_add(&failpoint_hits, 1) + 1 < nth)
+        return;
+    static const char msg[] = "failpoint hit: crashing on purpose\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    /* The test build's whole point: die here like a power cut would. */
+    abort(); /* NOLINT */
+}
+#endif

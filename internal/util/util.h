@@ -69,6 +69,19 @@ int util_parse_size(const char *s, int64_t *out, char *err, size_t errlen) UTIL_
  */
 int util_utf8_valid(const unsigned char *s, size_t n, size_t *bad_at);
 
+/*
+ * Failpoints: named places where a test build (make FAILPOINTS=1) can crash
+ * the process on purpose, to prove that a crash there loses and duplicates
+ * nothing.  UNDERSTUDY_FAILPOINT=name aborts at the first hit of that name,
+ * name:N at the Nth.  In a normal build FAILPOINT() compiles to nothing.
+ */
+#ifdef UNDERSTUDY_FAILPOINTS
+void util_failpoint(const char *name);
+#define FAILPOINT(name) util_failpoint(name)
+#else
+#define FAILPOINT(name) ((void)0)
+#endif
+
 /* Monotonic and wall clocks in microseconds. */
 int64_t util_now_mono_us(void);
 int64_t util_now_wall_us(void);

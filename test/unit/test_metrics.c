@@ -22,11 +22,12 @@ static void test_metrics_write_sample_escapes_labels_and_formats_values(void **s
     struct util_buf b;
     util_buf_init(&b);
     assert_int_equal(metrics_write_family(&b, "x_total", "counter", "Things."), 0);
-    assert_int_equal(metrics_write_sample(&b, "x_total", 42.0, "topic", "a\"b\\c\nd", NULL), 0);
-    assert_int_equal(metrics_write_sample(&b, "x_ratio", 0.25, NULL), 0);
-    assert_int_equal(metrics_write_sample(&b, "x_big", 1e300, "a", "1", "b", "2", NULL), 0);
-    assert_int_equal(metrics_write_sample(&b, "x_nan", 0.0 / 0.0, NULL), 0);
-    assert_int_equal(metrics_write_sample(&b, "x_inf", -1.0 / 0.0, NULL), 0);
+    assert_int_equal(metrics_write_sample(&b, "x_total", 42.0, "topic", "a\"b\\c\nd", METRICS_END),
+                     0);
+    assert_int_equal(metrics_write_sample(&b, "x_ratio", 0.25, METRICS_END), 0);
+    assert_int_equal(metrics_write_sample(&b, "x_big", 1e300, "a", "1", "b", "2", METRICS_END), 0);
+    assert_int_equal(metrics_write_sample(&b, "x_nan", 0.0 / 0.0, METRICS_END), 0);
+    assert_int_equal(metrics_write_sample(&b, "x_inf", -1.0 / 0.0, METRICS_END), 0);
     assert_string_equal(b.data, "# HELP x_total Things.\n"
                                 "# TYPE x_total counter\n"
                                 "x_total{topic=\"a\\\"b\\\\c\\nd\"} 42\n"
@@ -70,7 +71,7 @@ static int render(struct util_buf *out, void *ud)
 {
     struct fake *f = ud;
     f->renders++;
-    return metrics_write_sample(out, "understudy_up", 1, NULL);
+    return metrics_write_sample(out, "understudy_up", 1, METRICS_END);
 }
 
 static int ready(void *ud, char *why, size_t whylen)
