@@ -62,6 +62,9 @@ TESTLIB_OBJ := $(TESTLIB_SRC:%.c=$(BUILD)/obj/%.o)
 
 C_FILES := $(shell git ls-files '*.c' '*.h' 2>/dev/null || find cmd internal test bench -name '*.[ch]')
 
+# Keep intermediate objects (and keep make quiet after the test summary).
+.SECONDARY:
+
 .PHONY: all deps test test-all unit integration demo demo-run asan valgrind lint \
         format format-check install uninstall clean help tests
 
