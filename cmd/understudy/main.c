@@ -12,9 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "config/config.h"
+#include "ingest/ingest.h"
 #include "log/log.h"
+#include "metrics/metrics.h"
 #include "mockkafka/mockkafka.h"
+#include "replay/replay.h"
 #include "store/store.h"
 
 #define UNDERSTUDY_VERSION "0.1.0"
@@ -31,14 +36,20 @@ struct command {
 static int cmd_check_config(int argc, char **argv);
 static int cmd_migrate(int argc, char **argv);
 static int cmd_mock_kafka(int argc, char **argv);
+static int cmd_run(int argc, char **argv);
+static int cmd_replay(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
 static const struct command commands[] = {
+    {"run", cmd_run, "[-c FILE]",
+     "the daemon: ingest Kafka into PostgreSQL, serve /metrics; SIGHUP reloads, SIGTERM drains"},
     {"check-config", cmd_check_config, "[-c FILE]",
      "validate the configuration and print it, secrets masked"},
     {"migrate", cmd_migrate, "[-c FILE] [--status]",
      "apply pending schema migrations to PostgreSQL (or list them)"},
+    {"replay", cmd_replay, "--topic T [--rate N] [--key FIELD] [-c FILE] FILE.jsonl|-",
+     "produce a JSONL file to Kafka, one message per line (demos, backfills)"},
     {"mock-kafka", cmd_mock_kafka,
      "[--partitions N] [--topics a,b,c] [--brokers N] [--bootstrap-file F]",
      "run librdkafka's mock Kafka cluster until SIGTERM (development, tests)"},
@@ -222,11 +233,22 @@ out:
 }
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested;
 
+/* Handlers only set flags; the loops do the work.  A second SIGTERM/SIGINT
+ * while draining means "now": exit at once (nothing is lost, offsets of
+ * unwritten batches were never stored). */
 static void on_stop_signal(int sig)
 {
-    (void)sig;
+    if (stop_requested)
+        _exit(128 + sig);
     stop_requested = 1;
+}
+
+static void on_hup_signal(int sig)
+{
+    (void)sig;
+    reload_requested = 1;
 }
 
 static void install_stop_handlers(void)
@@ -237,6 +259,8 @@ static void install_stop_handlers(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup_signal;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
@@ -304,6 +328,187 @@ static int cmd_mock_kafka(int argc, char **argv)
         return 1;
     }
     return 0;
+}
+
+struct daemon {
+    const char *path; /* config file, NULL = embedded defaults */
+    struct cfg *cfg;  /* the configuration in force */
+};
+
+/* SIGHUP: load the file again; apply it when it is valid and changes only
+ * reloadable keys, otherwise keep the old one and say why. */
+static void daemon_tick(struct ingest *ig, void *ud)
+{
+    struct daemon *d = ud;
+    char err[1024];
+    struct cfg *next = NULL;
+
+    if (!reload_requested)
+        return;
+    reload_requested = 0;
+    if (cfg_load(d->path, &next, err, sizeof err) != 0) {
+        log_error("config: reload refused, keeping the running configuration: %s", err);
+        return;
+    }
+    if (cfg_diff_nonreloadable(d->cfg, next, err, sizeof err) != 0) {
+        log_error("config: reload refused, keeping the running configuration: %s", err);
+        cfg_free(next);
+        return;
+    }
+    log_setup(next->log.level, next->log.format);
+    ingest_apply_config(ig, next);
+    cfg_free(d->cfg);
+    d->cfg = next;
+    log_info("config: reloaded %s", d->path ? d->path : "(embedded defaults)");
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    int c, rc = 1;
+    char err[1024];
+    struct ingest *ig = NULL;
+    struct metrics_server *ms = NULL;
+
+    while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'h':
+            print_command_usage(stdout, find_command("run"));
+            return 0;
+        case ':':
+            return usage_error("run", "option %s needs a value", argv[optind - 1]);
+        default:
+            return usage_error("run", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error("run", "unexpected argument %s", argv[optind]);
+
+    struct daemon d = {config_path_from(path), NULL};
+    d.cfg = load_config(d.path);
+    if (!d.cfg)
+        return EXIT_USAGE;
+    install_stop_handlers();
+    log_info("understudy %s starting (config %s)", UNDERSTUDY_VERSION,
+             d.path ? d.path : "embedded defaults");
+
+    if (ingest_new(d.cfg, &ig, err, sizeof err) != 0) {
+        log_error("run: %s", err);
+        goto out;
+    }
+    if (d.cfg->metrics.enabled) {
+        struct metrics_handlers h = {
+            .render = ingest_render_metrics,
+            .healthy = ingest_healthy,
+            .ready = ingest_ready,
+            .ud = ig,
+        };
+        if (metrics_server_start(d.cfg->metrics.listen, &h, &ms, err, sizeof err) != 0) {
+            log_error("run: %s", err);
+            goto out;
+        }
+        log_info("metrics: listening on port %d (%s): /metrics /healthz /readyz",
+                 metrics_server_port(ms), d.cfg->metrics.listen);
+    }
+    int r = ingest_run(ig, &stop_requested, daemon_tick, &d, err, sizeof err);
+    if (r < 0)
+        log_error("run: %s", err);
+    for (int k = 0; k < 3; k++) {
+        struct ingest_totals t;
+        ingest_get_totals(ig, k, &t);
+        log_info("run: %s: %llu consumed, %llu stored, %llu duplicates, %llu dead letters",
+                 k == 0   ? d.cfg->kafka.topic_actions
+                 : k == 1 ? d.cfg->kafka.topic_states
+                          : d.cfg->kafka.topic_feedback,
+                 (unsigned long long)t.consumed, (unsigned long long)t.stored,
+                 (unsigned long long)t.duplicates, (unsigned long long)t.dead);
+    }
+    rc = r == 0 ? 0 : 1;
+out:
+    metrics_server_stop(ms);
+    ingest_free(ig);
+    cfg_free(d.cfg);
+    log_info("understudy stopped");
+    return rc;
+}
+
+static int cmd_replay(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"topic", required_argument, NULL, 't'},
+        {"rate", required_argument, NULL, 'r'},   {"key", required_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    struct replay_opts ro = {0};
+    char err[1024];
+    int c;
+
+    while ((c = getopt_long(argc, argv, ":c:t:r:k:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            if (mockkafka_check_topics(optarg, err, sizeof err) != 0 || strchr(optarg, ','))
+                return usage_error("replay", "--topic takes one topic name, not '%s'", optarg);
+            ro.topic = optarg;
+            break;
+        case 'r': {
+            char *end = NULL;
+            ro.rate = strtod(optarg, &end);
+            if (!*optarg || *end || !(ro.rate > 0) || ro.rate > 1e7)
+                return usage_error("replay",
+                                   "--rate takes messages per second (0 < N <= 1e7), "
+                                   "not '%s'",
+                                   optarg);
+            break;
+        }
+        case 'k':
+            if (!*optarg)
+                return usage_error("replay", "--key takes a field name");
+            ro.key_field = optarg;
+            break;
+        case 'h':
+            print_command_usage(stdout, find_command("replay"));
+            return 0;
+        case ':':
+            return usage_error("replay", "option %s needs a value", argv[optind - 1]);
+        default:
+            return usage_error("replay", "unknown option %s", argv[optind - 1]);
+        }
+    }
+    if (!ro.topic)
+        return usage_error("replay", "--topic is required");
+    if (optind != argc - 1)
+        return usage_error("replay", "exactly one input file (or -) is required");
+    ro.path = argv[optind];
+    ro.progress = isatty(STDERR_FILENO);
+
+    struct cfg *cfg = load_config(config_path_from(path));
+    if (!cfg)
+        return EXIT_USAGE;
+    install_stop_handlers();
+    struct replay_stats st;
+    int r = replay_run(cfg, &ro, &stop_requested, &st, err, sizeof err);
+    cfg_free(cfg);
+    if (r < 0) {
+        log_error("replay: %s", err);
+        return 1;
+    }
+    printf("replay: %s: %llu line(s), %llu delivered, %llu failed in %.2f s (%.0f/s)\n", ro.topic,
+           (unsigned long long)st.lines, (unsigned long long)st.delivered,
+           (unsigned long long)st.failed, st.seconds,
+           st.seconds > 0 ? (double)st.delivered / st.seconds : 0.0);
+    return r == 0 ? 0 : 1;
 }
 
 static int cmd_version(int argc, char **argv)

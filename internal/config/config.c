@@ -403,8 +403,8 @@ static int check_listen(const char *value, char *why, size_t whylen)
 
     if (!colon || colon == value || strlen(colon + 1) >= sizeof tmp ||
         parse_int(colon + 1, &port, tmp, sizeof tmp) != 0 || !isdigit((unsigned char)colon[1]) ||
-        port < 1 || port > 65535) {
-        util_fmt(why, whylen, "must be host:port with a port from 1 to 65535");
+        port < 0 || port > 65535) {
+        util_fmt(why, whylen, "must be host:port with a port from 0 (any free port) to 65535");
         return -1;
     }
     return 0;

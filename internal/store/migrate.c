@@ -737,3 +737,40 @@ int store_migrate_status(struct store *st, FILE *out, char *err, size_t errlen)
 {
     return store_migrate_status_list(st, store_migrations, store_n_migrations, out, err, errlen);
 }
+
+int store_check_schema(struct store *st, char *err, size_t errlen)
+{
+    PGconn *conn = store_conn(st);
+    int want = store_n_migrations ? store_migrations[store_n_migrations - 1].version : 0;
+    PGresult *r = exec_want(conn, have_table_sql, 0, NULL, PGRES_TUPLES_OK,
+                            "looking for schema_migrations", err, errlen);
+    if (!r)
+        return -1;
+    int have_table = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!have_table) {
+        util_fmt(err, errlen, "the database has no understudy schema: run `understudy migrate`");
+        return -1;
+    }
+    r = exec_want(conn, "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
+                  PGRES_TUPLES_OK, "reading schema_migrations", err, errlen);
+    if (!r)
+        return -1;
+    long have = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    if (have < want) {
+        util_fmt(err, errlen,
+                 "the database schema is at version %ld, this binary needs %d: run "
+                 "`understudy migrate`",
+                 have, want);
+        return -1;
+    }
+    if (have > want) {
+        util_fmt(err, errlen,
+                 "the database schema is at version %ld, newer than this binary's %d: upgrade "
+                 "understudy",
+                 have, want);
+        return -1;
+    }
+    return 0;
+}

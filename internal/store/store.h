@@ -116,6 +116,14 @@ void store_sql_iter_init(struct store_sql_iter *it, const char *sql);
 int store_sql_iter_next(struct store_sql_iter *it, struct store_sql_stmt *out, char *err,
                         size_t errlen) __attribute__((warn_unused_result));
 
+/*
+ * Checks that the database's schema is exactly the one this binary embeds.
+ * Returns 0, or -1 with a reason that says what to run (migrate, or an
+ * upgrade of understudy).
+ */
+int store_check_schema(struct store *st, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* ---- ingest batches (batch.c) ------------------------------------------ */
 
 struct event;

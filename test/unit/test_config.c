@@ -440,11 +440,11 @@ static void test_config_load_string_strings(void **state)
     assert_string_equal(load_bad("kafka:\n  topics:\n    actions: ''\n"),
                         "test.yaml:3:14: kafka.topics.actions: must not be empty");
     assert_string_equal(load_bad("metrics:\n  listen: \":0\"\n"),
-                        "test.yaml:2:11: metrics.listen: must be host:port with a port from 1 "
-                        "to 65535");
+                        "test.yaml:2:11: metrics.listen: must be host:port with a port from 0 "
+                        "(any free port) to 65535");
     assert_string_equal(load_bad("metrics:\n  listen: \"h:70000\"\n"),
-                        "test.yaml:2:11: metrics.listen: must be host:port with a port from 1 "
-                        "to 65535");
+                        "test.yaml:2:11: metrics.listen: must be host:port with a port from 0 "
+                        "(any free port) to 65535");
 
     /* Numbers and booleans are fine as strings; "null" quoted is a string. */
     struct cfg *c = load_ok("kafka:\n  group_id: 42\n  brokers: 'null'\npostgres:\n"

@@ -1,0 +1,823 @@
+/*
+ * ingest: see ingest.h for the guarantee.  How it is kept:
+ *
+ *  - enable.auto.offset.store=false: librdkafka stores an offset only when we
+ *    call rd_kafka_offsets_store, which happens after the batch's COMMIT.
+ *    enable.auto.commit then commits stored offsets periodically; they can
+ *    only lag PostgreSQL's, never lead it.
+ *  - On assignment each partition starts at ingest_offsets.next_offset when
+ *    PostgreSQL has one (else at Kafka's committed offset, else earliest).
+ *  - Consumed messages stay in memory (the rd_kafka_message_t and its decode)
+ *    until their batch commits, so a failed write is retried with the very
+ *    same rows; pausing purges librdkafka's prefetch queue and resuming
+ *    restarts at the application's position, right after our batch.
+ *  - Eager rebalancing (range assignor) revokes everything first: we try to
+ *    write the in-flight batch; if the database is down we drop it (its
+ *    offsets were never stored, so the next owner reads it again).
+ *  - rd_kafka_consumer_poll, never the batch consume API (it loses offsets
+ *    across pause/resume in librdkafka 2.0.x).
+ */
+#include "ingest/ingest.h"
+
+#include <errno.h>
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config/config.h"
+#include "event/event.h"
+#include "kafka/kafka.h"
+#include "log/log.h"
+#include "metrics/metrics.h"
+#include "store/store.h"
+
+#define N_KINDS       3
+#define MAX_LAG_PARTS 256
+
+enum dl_class {
+    DL_SIZE = 0, /* larger than ingest.max_message_bytes */
+    DL_ENCODING, /* not UTF-8, BOM, NUL */
+    DL_JSON,     /* not JSON, or not an object */
+    DL_CONTRACT, /* a field missing, of the wrong type or out of range */
+    DL_DATABASE, /* decoded, but PostgreSQL refused the row */
+    DL_CLASSES,
+};
+
+static const char *const dl_class_names[DL_CLASSES] = {"size", "encoding", "json", "contract",
+                                                       "database"};
+
+struct topic_stats {
+    atomic_uint_fast64_t consumed, stored, duplicates, dead[DL_CLASSES];
+};
+
+struct lag_entry {
+    char topic[128];
+    int32_t partition;
+    int64_t lag; /* -1 when unknown */
+};
+
+/* One consumed message of the in-flight batch. */
+struct item {
+    rd_kafka_message_t *msg;
+    int kind;
+    int decoded;
+    struct event ev;
+    char reason[EVENT_REASON_MAX];
+};
+
+struct ingest {
+    /* settings */
+    char *group_id;
+    char *topics[N_KINDS];
+    struct event_limits limits;
+    _Atomic int64_t batch_messages, batch_bytes, batch_wait_ms, retry_max_ms, drain_ms;
+
+    struct store *store;
+    rd_kafka_t *rk;
+
+    /* in-flight batch (loop thread only) */
+    struct item *items;
+    struct store_row *rows;
+    size_t n_items, cap_items;
+    size_t batch_bytes_now;
+    int64_t batch_started_us;
+
+    /* database retry state (loop thread only) */
+    int paused;
+    int attempts;
+    int64_t next_retry_us;
+    int64_t paused_since_us;
+    uint64_t rng;
+
+    /* shared with the metrics thread */
+    struct topic_stats stats[N_KINDS];
+    atomic_uint_fast64_t polled, batches, retries, paused_us_total, kafka_errors;
+    atomic_int paused_flag, db_ok, n_assigned;
+    _Atomic int64_t last_tick_us;
+    struct metrics_histogram commit_seconds;
+    pthread_mutex_t lag_mu;
+    struct lag_entry lag[MAX_LAG_PARTS];
+    size_t n_lag;
+    int64_t lag_updated_us;
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    /* xorshift64*: jitter only, any decent generator will do. */
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static enum dl_class classify_reason(const char *reason)
+{
+    if (strncmp(reason, "message:", 8) == 0)
+        return DL_SIZE;
+    if (strstr(reason, "UTF-8") || strstr(reason, "byte order mark") || strstr(reason, "NUL"))
+        return DL_ENCODING;
+    if (strncmp(reason, "json:", 5) == 0)
+        return DL_JSON;
+    return DL_CONTRACT;
+}
+
+static int kind_of_topic(const struct ingest *ig, const char *topic)
+{
+    for (int k = 0; k < N_KINDS; k++) {
+        if (strcmp(ig->topics[k], topic) == 0)
+            return k;
+    }
+    return -1;
+}
+
+static void item_release(struct item *it)
+{
+    if (it->decoded)
+        event_deinit(&it->ev);
+    if (it->msg)
+        rd_kafka_message_destroy(it->msg);
+    memset(it, 0, sizeof *it);
+}
+
+static void batch_clear(struct ingest *ig)
+{
+    for (size_t i = 0; i < ig->n_items; i++)
+        item_release(&ig->items[i]);
+    ig->n_items = 0;
+    ig->batch_bytes_now = 0;
+    ig->batch_started_us = 0;
+}
+
+/* ---- decoding ------------------------------------------------------------ */
+
+/* Adds a consumed message to the batch (takes ownership of msg).  Returns 0,
+ * or -1 when out of memory (msg is then destroyed and its partition will be
+ * re-read: the offset is not stored). */
+static int batch_add(struct ingest *ig, rd_kafka_message_t *msg)
+{
+    if (ig->n_items == ig->cap_items) {
+        size_t cap = ig->cap_items ? ig->cap_items * 2 : 1024;
+        struct item *items = util_realloc(ig->items, cap * sizeof *items);
+        if (!items)
+            goto oom;
+        ig->items = items;
+        struct store_row *rows = util_realloc(ig->rows, cap * sizeof *rows);
+        if (!rows)
+            goto oom;
+        ig->rows = rows;
+        ig->cap_items = cap;
+    }
+    struct item *it = &ig->items[ig->n_items];
+    memset(it, 0, sizeof *it);
+    it->msg = msg;
+    it->kind = kind_of_topic(ig, rd_kafka_topic_name(msg->rkt));
+    if (it->kind < 0) {
+        util_fmt(it->reason, sizeof it->reason, "topic: not one of the configured topics");
+    } else {
+        int rc = event_decode((enum event_kind)it->kind, msg->payload ? msg->payload : "", msg->len,
+                              &ig->limits, &it->ev, it->reason, sizeof it->reason);
+        if (rc == -2)
+            goto oom;
+        it->decoded = rc == 0;
+    }
+    if (ig->n_items == 0)
+        ig->batch_started_us = util_now_mono_us();
+    ig->n_items++;
+    ig->batch_bytes_now += msg->len + msg->key_len;
+    return 0;
+oom:
+    log_error("ingest: out of memory; %s[%d]@%lld will be read again",
+              rd_kafka_topic_name(msg->rkt), (int)msg->partition, (long long)msg->offset);
+    rd_kafka_message_destroy(msg);
+    return -1;
+}
+
+/* ---- writing a batch ---------------------------------------------------- */
+
+static void fill_rows(struct ingest *ig)
+{
+    for (size_t i = 0; i < ig->n_items; i++) {
+        struct item *it = &ig->items[i];
+        struct store_row *r = &ig->rows[i];
+        memset(r, 0, sizeof *r);
+        r->topic = rd_kafka_topic_name(it->msg->rkt);
+        r->partition = it->msg->partition;
+        r->offset = it->msg->offset;
+        r->key = it->msg->key;
+        r->keylen = it->msg->key_len;
+        r->raw = it->msg->payload;
+        r->rawlen = it->msg->len;
+        r->ev = it->decoded ? &it->ev : NULL;
+        r->reason = it->reason;
+    }
+}
+
+/* After COMMIT: counts outcomes and stores offset+1 per partition. */
+static void after_commit(struct ingest *ig)
+{
+    for (size_t i = 0; i < ig->n_items; i++) {
+        const struct store_row *r = &ig->rows[i];
+        int k = ig->items[i].kind;
+        if (k < 0)
+            k = 0; /* unknown topics cannot be subscribed; keep counts total */
+        struct topic_stats *ts = &ig->stats[k];
+        atomic_fetch_add(&ts->consumed, 1);
+        switch (r->outcome) {
+        case STORE_ROW_STORED:
+            atomic_fetch_add(&ts->stored, 1);
+            break;
+        case STORE_ROW_DUPLICATE:
+            atomic_fetch_add(&ts->duplicates, 1);
+            break;
+        case STORE_ROW_DEAD_LETTER:
+            atomic_fetch_add(&ts->dead[classify_reason(r->reason)], 1);
+            log_warn("ingest: %s[%d]@%lld: dead letter: %s", r->topic, (int)r->partition,
+                     (long long)r->offset, r->reason);
+            break;
+        case STORE_ROW_DEAD_LETTER_DB:
+            atomic_fetch_add(&ts->dead[DL_DATABASE], 1);
+            break;
+        case STORE_ROW_PENDING:
+            break;
+        }
+    }
+    FAILPOINT("ingest.after_commit");
+
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (size_t i = 0; i < ig->n_items; i++) {
+        const rd_kafka_message_t *m = ig->items[i].msg;
+        const char *t = rd_kafka_topic_name(m->rkt);
+        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(l, t, m->partition);
+        if (!p)
+            p = rd_kafka_topic_partition_list_add(l, t, m->partition);
+        if (m->offset + 1 > p->offset)
+            p->offset = m->offset + 1;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(ig->rk, l);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__STATE)
+        log_warn("ingest: storing offsets: %s", rd_kafka_err2str(e));
+    for (int i = 0; i < l->cnt; i++) {
+        /* _STATE: the partition was revoked meanwhile; harmless, since
+         * PostgreSQL holds the position for the next owner. */
+        if (l->elems[i].err && l->elems[i].err != RD_KAFKA_RESP_ERR__STATE)
+            log_warn("ingest: storing offset %s[%d]: %s", l->elems[i].topic,
+                     (int)l->elems[i].partition, rd_kafka_err2str(l->elems[i].err));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    FAILPOINT("ingest.after_offsets_store");
+}
+
+/* Writes the in-flight batch once.  Returns 0 when committed (batch cleared)
+ * or -1 (batch kept for a retry). */
+static int flush_once(struct ingest *ig)
+{
+    char err[512];
+    if (ig->n_items == 0)
+        return 0;
+    if (!atomic_load(&ig->db_ok)) {
+        if (store_reconnect(ig->store, err, sizeof err) != 0) {
+            log_warn("ingest: %s", err);
+            return -1;
+        }
+        log_info("ingest: reconnected to PostgreSQL");
+        atomic_store(&ig->db_ok, 1);
+    }
+    fill_rows(ig);
+    int64_t t0 = util_now_mono_us();
+    if (store_write_batch(ig->store, ig->group_id, ig->rows, ig->n_items, err, sizeof err) != 0) {
+        char perr[8];
+        atomic_store(&ig->db_ok, store_ping(ig->store, perr, sizeof perr) == 0);
+        log_warn("ingest: writing a batch of %zu failed (will retry): %s", ig->n_items, err);
+        return -1;
+    }
+    metrics_histogram_observe(&ig->commit_seconds, (double)(util_now_mono_us() - t0) / 1e6);
+    atomic_fetch_add(&ig->batches, 1);
+    atomic_store(&ig->db_ok, 1);
+    after_commit(ig);
+    log_debug("ingest: committed a batch of %zu", ig->n_items);
+    batch_clear(ig);
+    return 0;
+}
+
+static void set_paused(struct ingest *ig, int pause)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (ig->paused == pause)
+        return;
+    if (rd_kafka_assignment(ig->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a) {
+        rd_kafka_resp_err_t e =
+            pause ? rd_kafka_pause_partitions(ig->rk, a) : rd_kafka_resume_partitions(ig->rk, a);
+        if (e)
+            log_warn("ingest: %s partitions: %s", pause ? "pausing" : "resuming",
+                     rd_kafka_err2str(e));
+        rd_kafka_topic_partition_list_destroy(a);
+    }
+    int64_t now = util_now_mono_us();
+    if (pause) {
+        ig->paused_since_us = now;
+        log_warn("ingest: database unavailable: partitions paused, retrying the batch");
+    } else {
+        atomic_fetch_add(&ig->paused_us_total, (uint_fast64_t)(now - ig->paused_since_us));
+        log_info("ingest: batch written after %d retr%s; partitions resumed", ig->attempts,
+                 ig->attempts == 1 ? "y" : "ies");
+    }
+    ig->paused = pause;
+    atomic_store(&ig->paused_flag, pause);
+}
+
+/* Schedules the next retry: exponential from 100 ms, capped, +-20 % jitter. */
+static void schedule_retry(struct ingest *ig)
+{
+    int64_t cap = atomic_load(&ig->retry_max_ms) * 1000;
+    int64_t d = 100000;
+    for (int i = 0; i < ig->attempts && d < cap; i++)
+        d *= 2;
+    if (d > cap)
+        d = cap;
+    int64_t jitter = (int64_t)(rng_next(&ig->rng) % (uint64_t)(d / 5 + 1)) * 2 - d / 5;
+    ig->next_retry_us = util_now_mono_us() + d + jitter;
+    ig->attempts++;
+    atomic_fetch_add(&ig->retries, 1);
+}
+
+static void flush_or_pause(struct ingest *ig)
+{
+    if (flush_once(ig) == 0) {
+        if (ig->paused)
+            set_paused(ig, 0);
+        ig->attempts = 0;
+        return;
+    }
+    set_paused(ig, 1);
+    schedule_retry(ig);
+}
+
+/* ---- rebalancing ---------------------------------------------------------- */
+
+static void seek_from_database(struct ingest *ig, rd_kafka_topic_partition_list_t *parts)
+{
+    char err[512];
+    for (int i = 0; i < parts->cnt; i++) {
+        rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t next = -1;
+        if (store_load_offsets(ig->store, ig->group_id, p->topic, &p->partition, 1, &next, err,
+                               sizeof err) != 0) {
+            atomic_store(&ig->db_ok, 0);
+            log_warn("ingest: %s[%d]: cannot read the stored offset (%s); starting from "
+                     "Kafka's committed offset",
+                     p->topic, (int)p->partition, err);
+            continue;
+        }
+        p->offset = next >= 0 ? next : RD_KAFKA_OFFSET_INVALID;
+        if (next >= 0)
+            log_info("ingest: %s[%d] assigned, starting at offset %lld (from PostgreSQL)", p->topic,
+                     (int)p->partition, (long long)next);
+        else
+            log_info("ingest: %s[%d] assigned, no stored offset: committed or earliest", p->topic,
+                     (int)p->partition);
+    }
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct ingest *ig = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        seek_from_database(ig, parts);
+        rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
+        if (e)
+            log_error("ingest: assign: %s", rd_kafka_err2str(e));
+        atomic_store(&ig->n_assigned, parts->cnt);
+        if (ig->paused) {
+            rd_kafka_pause_partitions(rk, parts);
+        }
+        return;
+    }
+    if (err != RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        log_error("ingest: rebalance error: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+        atomic_store(&ig->n_assigned, 0);
+        return;
+    }
+    int lost = rd_kafka_assignment_lost(rk);
+    if (ig->n_items > 0) {
+        if (!lost && flush_once(ig) == 0) {
+            log_info("ingest: wrote the in-flight batch before giving up partitions");
+        } else {
+            log_warn("ingest: dropping %zu unwritten message(s) on revoke; their offsets "
+                     "were not stored, so they will be read again",
+                     ig->n_items);
+            batch_clear(ig);
+        }
+    }
+    if (ig->paused) {
+        ig->paused = 0; /* nothing left to retry; partitions are going away */
+        atomic_store(&ig->paused_flag, 0);
+        atomic_fetch_add(&ig->paused_us_total,
+                         (uint_fast64_t)(util_now_mono_us() - ig->paused_since_us));
+        ig->attempts = 0;
+    }
+    if (!lost) {
+        rd_kafka_resp_err_t e = rd_kafka_commit(rk, NULL, 0);
+        if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            log_warn("ingest: committing offsets on revoke: %s", rd_kafka_err2str(e));
+    }
+    rd_kafka_assign(rk, NULL);
+    atomic_store(&ig->n_assigned, 0);
+    log_info("ingest: %d partition(s) revoked%s", parts->cnt, lost ? " (assignment lost)" : "");
+}
+
+/* ---- lag ------------------------------------------------------------------ */
+
+static void update_lag(struct ingest *ig)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(ig->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a)
+        return;
+    if (rd_kafka_position(ig->rk, a) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_topic_partition_list_destroy(a);
+        return;
+    }
+    pthread_mutex_lock(&ig->lag_mu);
+    ig->n_lag = 0;
+    for (int i = 0; i < a->cnt && ig->n_lag < MAX_LAG_PARTS; i++) {
+        int64_t lo = -1, hi = -1;
+        struct lag_entry *l = &ig->lag[ig->n_lag++];
+        util_fmt(l->topic, sizeof l->topic, "%s", a->elems[i].topic);
+        l->partition = a->elems[i].partition;
+        l->lag = -1;
+        if (rd_kafka_get_watermark_offsets(ig->rk, a->elems[i].topic, a->elems[i].partition, &lo,
+                                           &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            hi >= 0 && a->elems[i].offset >= 0)
+            l->lag = hi > a->elems[i].offset ? hi - a->elems[i].offset : 0;
+    }
+    pthread_mutex_unlock(&ig->lag_mu);
+    rd_kafka_topic_partition_list_destroy(a);
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+void ingest_apply_config(struct ingest *ig, const struct cfg *cfg)
+{
+    atomic_store(&ig->batch_messages, cfg->ingest.batch_messages);
+    atomic_store(&ig->batch_bytes, cfg->ingest.batch_bytes);
+    atomic_store(&ig->batch_wait_ms, cfg->ingest.batch_wait_ms);
+    atomic_store(&ig->retry_max_ms, cfg->ingest.retry_max_backoff_ms);
+    atomic_store(&ig->drain_ms, cfg->ingest.drain_timeout_ms);
+}
+
+int ingest_new(const struct cfg *cfg, struct ingest **out, char *err, size_t errlen)
+{
+    static const double bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                    0.1,   0.25,   0.5,   1,    2.5,   5};
+    int rc = -1;
+    char errstr[512];
+    struct ingest *ig = util_calloc(1, sizeof *ig);
+
+    *out = NULL;
+    if (!ig) {
+        util_fmt(err, errlen, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&ig->lag_mu, NULL);
+    if (metrics_histogram_init(&ig->commit_seconds, bounds, sizeof bounds / sizeof bounds[0]) !=
+        0) {
+        util_fmt(err, errlen, "histogram bounds");
+        goto out;
+    }
+    ig->group_id = util_strdup(cfg->kafka.group_id);
+    ig->topics[0] = util_strdup(cfg->kafka.topic_actions);
+    ig->topics[1] = util_strdup(cfg->kafka.topic_states);
+    ig->topics[2] = util_strdup(cfg->kafka.topic_feedback);
+    if (!ig->group_id || !ig->topics[0] || !ig->topics[1] || !ig->topics[2]) {
+        util_fmt(err, errlen, "out of memory");
+        goto out;
+    }
+    ig->limits.max_bytes = (size_t)cfg->ingest.max_message_bytes;
+    ingest_apply_config(ig, cfg);
+    ig->rng = (uint64_t)util_now_wall_us() | 1;
+    atomic_store(&ig->last_tick_us, util_now_mono_us());
+
+    if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &ig->store, err, errlen) != 0)
+        goto out;
+    atomic_store(&ig->db_ok, 1);
+
+    /* The settings the guarantee depends on; they override kafka.properties. */
+    const char *overrides[] = {
+        "group.id",
+        cfg->kafka.group_id,
+        "enable.auto.offset.store",
+        "false",
+        "enable.auto.commit",
+        "true",
+        "auto.offset.reset",
+        "earliest",
+        "partition.assignment.strategy",
+        "range",
+        "enable.partition.eof",
+        "false",
+        NULL,
+    };
+    rd_kafka_conf_t *conf = kafka_conf_new(cfg, overrides, err, errlen);
+    if (!conf)
+        goto out;
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_opaque(conf, ig);
+    ig->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!ig->rk) {
+        rd_kafka_conf_destroy(conf);
+        util_fmt(err, errlen, "kafka consumer: %s", errstr);
+        goto out;
+    }
+    rd_kafka_poll_set_consumer(ig->rk);
+    *out = ig;
+    ig = NULL;
+    rc = 0;
+out:
+    ingest_free(ig);
+    return rc;
+}
+
+static int subscribe(struct ingest *ig, char *err, size_t errlen)
+{
+    rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(N_KINDS);
+    for (int k = 0; k < N_KINDS; k++)
+        rd_kafka_topic_partition_list_add(t, ig->topics[k], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(ig->rk, t);
+    rd_kafka_topic_partition_list_destroy(t);
+    if (e) {
+        util_fmt(err, errlen, "subscribe: %s", rd_kafka_err2str(e));
+        return -1;
+    }
+    log_info("ingest: group %s subscribed to %s, %s, %s", ig->group_id, ig->topics[0],
+             ig->topics[1], ig->topics[2]);
+    return 0;
+}
+
+static int batch_due(const struct ingest *ig, int64_t now)
+{
+    if (ig->n_items == 0)
+        return 0;
+    return (int64_t)ig->n_items >= atomic_load(&ig->batch_messages) ||
+           (int64_t)ig->batch_bytes_now >= atomic_load(&ig->batch_bytes) ||
+           now - ig->batch_started_us >= atomic_load(&ig->batch_wait_ms) * 1000;
+}
+
+/* Handles one poll result.  Returns -1 on a fatal consumer error. */
+static int handle_message(struct ingest *ig, rd_kafka_message_t *m, char *err, size_t errlen)
+{
+    if (!m->err) {
+        atomic_fetch_add(&ig->polled, 1);
+        (void)batch_add(ig, m);
+        return 0;
+    }
+    rd_kafka_resp_err_t e = m->err;
+    if (e == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        rd_kafka_message_destroy(m);
+        return 0;
+    }
+    atomic_fetch_add(&ig->kafka_errors, 1);
+    if (e == RD_KAFKA_RESP_ERR__FATAL) {
+        char reason[512];
+        rd_kafka_fatal_error(ig->rk, reason, sizeof reason);
+        util_fmt(err, errlen, "kafka fatal error: %s", reason);
+        rd_kafka_message_destroy(m);
+        return -1;
+    }
+    log_warn("ingest: kafka: %s%s%s", rd_kafka_message_errstr(m), m->rkt ? " on " : "",
+             m->rkt ? rd_kafka_topic_name(m->rkt) : "");
+    rd_kafka_message_destroy(m);
+    return 0;
+}
+
+/* Shutdown: write what is in flight, commit, close with a watchdog. */
+static int drain(struct ingest *ig)
+{
+    int rc = 0;
+    int64_t deadline = util_now_mono_us() + atomic_load(&ig->drain_ms) * 1000;
+    while (ig->n_items > 0) {
+        if (flush_once(ig) == 0)
+            break;
+        if (util_now_mono_us() >= deadline) {
+            log_error("ingest: could not write the last %zu message(s) before the drain "
+                      "timeout; they were not acknowledged and will be read again",
+                      ig->n_items);
+            batch_clear(ig);
+            rc = 1;
+            break;
+        }
+        struct timespec ts = {0, 200000000};
+        nanosleep(&ts, NULL);
+    }
+    rd_kafka_resp_err_t e = rd_kafka_commit(ig->rk, NULL, 0);
+    if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        log_warn("ingest: final offset commit: %s", rd_kafka_err2str(e));
+
+    /* rd_kafka_consumer_close can hang on an unreachable cluster; close
+     * asynchronously and give up after a deadline. */
+    rd_kafka_queue_t *q = rd_kafka_queue_new(ig->rk);
+    rd_kafka_error_t *cerr = rd_kafka_consumer_close_queue(ig->rk, q);
+    if (cerr) {
+        log_warn("ingest: close: %s", rd_kafka_error_string(cerr));
+        rd_kafka_error_destroy(cerr);
+    } else {
+        int64_t close_deadline = util_now_mono_us() + 10000000;
+        while (!rd_kafka_consumer_closed(ig->rk) && util_now_mono_us() < close_deadline) {
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+            if (!ev)
+                continue;
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+                /* Revoke during close: same handling as in the loop. */
+                rd_kafka_topic_partition_list_t *parts = rd_kafka_event_topic_partition_list(ev);
+                on_rebalance(ig->rk, rd_kafka_event_error(ev), parts, ig);
+            }
+            rd_kafka_event_destroy(ev);
+        }
+        if (!rd_kafka_consumer_closed(ig->rk)) {
+            log_error("ingest: consumer close did not finish in 10 s; leaving the group "
+                      "without a clean close");
+            rc = rc ? rc : 1;
+        }
+    }
+    rd_kafka_queue_destroy(q);
+    return rc;
+}
+
+int ingest_run(struct ingest *ig, volatile sig_atomic_t *stop, ingest_tick_fn tick, void *ud,
+               char *err, size_t errlen)
+{
+    if (subscribe(ig, err, errlen) != 0)
+        return -1;
+    int64_t last_lag = 0;
+    while (!*stop) {
+        int64_t now = util_now_mono_us();
+        atomic_store(&ig->last_tick_us, now);
+        if (tick)
+            tick(ig, ud);
+
+        if (ig->paused) {
+            if (now >= ig->next_retry_us)
+                flush_or_pause(ig);
+        } else if (batch_due(ig, now)) {
+            flush_or_pause(ig);
+        }
+        if (now - last_lag > 1000000) {
+            update_lag(ig);
+            last_lag = now;
+        }
+
+        int timeout = 100;
+        if (!ig->paused && ig->n_items > 0) {
+            int64_t left =
+                (ig->batch_started_us + atomic_load(&ig->batch_wait_ms) * 1000 - now) / 1000;
+            timeout = left < 0 ? 0 : left < 100 ? (int)left : 100;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(ig->rk, timeout);
+        if (m && handle_message(ig, m, err, errlen) != 0)
+            return -1;
+    }
+    log_info("ingest: stopping: draining %zu in-flight message(s)", ig->n_items);
+    return drain(ig);
+}
+
+void ingest_get_totals(const struct ingest *ig, int kind, struct ingest_totals *out)
+{
+    const struct topic_stats *ts = &ig->stats[kind];
+    out->consumed = atomic_load(&ts->consumed);
+    out->stored = atomic_load(&ts->stored);
+    out->duplicates = atomic_load(&ts->duplicates);
+    out->dead = 0;
+    for (int c = 0; c < DL_CLASSES; c++)
+        out->dead += atomic_load(&ts->dead[c]);
+}
+
+void ingest_free(struct ingest *ig)
+{
+    if (!ig)
+        return;
+    batch_clear(ig);
+    free(ig->items);
+    free(ig->rows);
+    if (ig->rk)
+        rd_kafka_destroy_flags(ig->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    store_free(ig->store);
+    free(ig->group_id);
+    for (int k = 0; k < N_KINDS; k++)
+        free(ig->topics[k]);
+    pthread_mutex_destroy(&ig->lag_mu);
+    free(ig);
+}
+
+/* ---- metrics --------------------------------------------------------------- */
+
+int ingest_render_metrics(struct util_buf *b, void *ud)
+{
+    struct ingest *ig = ud;
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } per_topic[] = {
+        {"understudy_ingest_consumed_total", "Messages in committed batches, per topic.",
+         offsetof(struct topic_stats, consumed)},
+        {"understudy_ingest_stored_total", "New event rows stored, per topic.",
+         offsetof(struct topic_stats, stored)},
+        {"understudy_ingest_duplicates_total",
+         "Events whose event_id was already stored (nothing changed), per topic.",
+         offsetof(struct topic_stats, duplicates)},
+    };
+    int rc = 0;
+    for (size_t f = 0; f < sizeof per_topic / sizeof per_topic[0]; f++) {
+        rc |= metrics_write_family(b, per_topic[f].name, "counter", per_topic[f].help);
+        for (int k = 0; k < N_KINDS; k++) {
+            const atomic_uint_fast64_t *v =
+                (const atomic_uint_fast64_t *)((const char *)&ig->stats[k] + per_topic[f].off);
+            rc |= metrics_write_sample(b, per_topic[f].name, (double)atomic_load(v), "topic",
+                                       ig->topics[k], METRICS_END);
+        }
+    }
+    rc |= metrics_write_family(b, "understudy_ingest_dead_letters_total", "counter",
+                               "Messages stored as dead letters, per topic and reason class.");
+    for (int k = 0; k < N_KINDS; k++) {
+        for (int c = 0; c < DL_CLASSES; c++)
+            rc |= metrics_write_sample(b, "understudy_ingest_dead_letters_total",
+                                       (double)atomic_load(&ig->stats[k].dead[c]), "topic",
+                                       ig->topics[k], "reason", dl_class_names[c], METRICS_END);
+    }
+    rc |= metrics_write_family(b, "understudy_ingest_polled_total", "counter",
+                               "Messages received from Kafka, including ones read again.");
+    rc |= metrics_write_sample(b, "understudy_ingest_polled_total",
+                               (double)atomic_load(&ig->polled), METRICS_END);
+    rc |= metrics_write_family(b, "understudy_ingest_batches_committed_total", "counter",
+                               "Batches committed to PostgreSQL.");
+    rc |= metrics_write_sample(b, "understudy_ingest_batches_committed_total",
+                               (double)atomic_load(&ig->batches), METRICS_END);
+    rc |= metrics_write_family(b, "understudy_ingest_commit_seconds", "histogram",
+                               "Time to write and commit one batch.");
+    rc |= metrics_histogram_write(b, "understudy_ingest_commit_seconds", &ig->commit_seconds);
+    rc |= metrics_write_family(b, "understudy_ingest_retries_total", "counter",
+                               "Batch writes retried because the database was unavailable.");
+    rc |= metrics_write_sample(b, "understudy_ingest_retries_total",
+                               (double)atomic_load(&ig->retries), METRICS_END);
+    rc |= metrics_write_family(b, "understudy_ingest_paused", "gauge",
+                               "1 while partitions are paused waiting for the database.");
+    rc |= metrics_write_sample(b, "understudy_ingest_paused", (double)atomic_load(&ig->paused_flag),
+                               METRICS_END);
+    rc |= metrics_write_family(b, "understudy_ingest_paused_seconds_total", "counter",
+                               "Time spent paused waiting for the database.");
+    rc |= metrics_write_sample(b, "understudy_ingest_paused_seconds_total",
+                               (double)atomic_load(&ig->paused_us_total) / 1e6, METRICS_END);
+    rc |= metrics_write_family(b, "understudy_ingest_kafka_errors_total", "counter",
+                               "Errors reported by the Kafka client.");
+    rc |= metrics_write_sample(b, "understudy_ingest_kafka_errors_total",
+                               (double)atomic_load(&ig->kafka_errors), METRICS_END);
+    rc |= metrics_write_family(b, "understudy_ingest_assigned_partitions", "gauge",
+                               "Partitions assigned to this instance.");
+    rc |= metrics_write_sample(b, "understudy_ingest_assigned_partitions",
+                               (double)atomic_load(&ig->n_assigned), METRICS_END);
+    rc |= metrics_write_family(b, "understudy_ingest_lag", "gauge",
+                               "Messages behind the partition's high watermark.");
+    pthread_mutex_lock(&ig->lag_mu);
+    for (size_t i = 0; i < ig->n_lag; i++) {
+        if (ig->lag[i].lag < 0)
+            continue;
+        char part[16];
+        util_fmt(part, sizeof part, "%d", (int)ig->lag[i].partition);
+        rc |= metrics_write_sample(b, "understudy_ingest_lag", (double)ig->lag[i].lag, "topic",
+                                   ig->lag[i].topic, "partition", part, METRICS_END);
+    }
+    pthread_mutex_unlock(&ig->lag_mu);
+    return rc ? -1 : 0;
+}
+
+int ingest_ready(void *ud, char *why, size_t whylen)
+{
+    struct ingest *ig = ud;
+    if (!atomic_load(&ig->db_ok) || atomic_load(&ig->paused_flag)) {
+        util_fmt(why, whylen, "database unavailable");
+        return 0;
+    }
+    if (atomic_load(&ig->n_assigned) == 0) {
+        util_fmt(why, whylen, "no partitions assigned");
+        return 0;
+    }
+    return 1;
+}
+
+int ingest_healthy(void *ud, char *why, size_t whylen)
+{
+    struct ingest *ig = ud;
+    int64_t age = util_now_mono_us() - atomic_load(&ig->last_tick_us);
+    if (age > 30000000) {
+        util_fmt(why, whylen, "consumer loop stalled for %lld s", (long long)(age / 1000000));
+        return 0;
+    }
+    return 1;
+}
