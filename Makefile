@@ -119,7 +119,16 @@ $(BUILD)/obj/test/%.o: test/%.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-tests: $(BIN) $(UNIT_BIN) $(INTEG_BIN)
+# The crash-safety tests need a binary with failpoints compiled in.
+FP_BIN := $(BUILD)/fp/understudy
+ifneq ($(FAILPOINTS),1)
+$(FP_BIN): FORCE
+	@$(MAKE) --no-print-directory BUILD=$(BUILD)/fp FAILPOINTS=1 $(FP_BIN)
+endif
+.PHONY: FORCE
+FORCE:
+
+tests: $(BIN) $(FP_BIN) $(UNIT_BIN) $(INTEG_BIN)
 
 # ---- tests ---------------------------------------------------------------
 
@@ -129,13 +138,14 @@ test: deps
 	@$(MAKE) --no-print-directory test-all
 
 test-all: tests
-	@scripts/run-tests.sh --bin $(BIN) --unit "$(UNIT_BIN)" --integration "$(INTEG_BIN)"
+	@scripts/run-tests.sh --bin $(BIN) --fp-bin $(FP_BIN) --unit "$(UNIT_BIN)" \
+	    --integration "$(INTEG_BIN)"
 
 unit: $(UNIT_BIN)
 	@scripts/run-tests.sh --bin $(BIN) --unit "$(UNIT_BIN)"
 
-integration: $(BIN) $(INTEG_BIN)
-	@scripts/run-tests.sh --bin $(BIN) --integration "$(INTEG_BIN)"
+integration: $(BIN) $(FP_BIN) $(INTEG_BIN)
+	@scripts/run-tests.sh --bin $(BIN) --fp-bin $(FP_BIN) --integration "$(INTEG_BIN)"
 
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 OPT='-O1 -g' test-all

@@ -10,7 +10,7 @@
 # Kafka: `understudy mock-kafka` in its own process.
 #
 # The command sees:
-#   UNDERSTUDY_BIN, UNDERSTUDY_TEST_PG_ADMIN (superuser conninfo),
+#   UNDERSTUDY_BIN, UNDERSTUDY_TEST_PG_CTL (pg_ctl for this cluster: start|stop), UNDERSTUDY_TEST_PG_ADMIN (superuser conninfo),
 #   UNDERSTUDY_TEST_PG_HOST / _PORT / _USER, UNDERSTUDY_TEST_BOOTSTRAP,
 #   UNDERSTUDY_TEST_TMP, and for the daemon itself UNDERSTUDY_PG_DSN (database
 #   "understudy") and UNDERSTUDY_KAFKA_BROKERS.
@@ -90,9 +90,19 @@ fsync=off
 [ "$durable" -eq 1 ] && fsync=on
 (cd / && "${as_pg[@]}" "$pgbin/initdb" -D "$dir/pg" -U understudy -A trust -E UTF8 --locale=C \
     --no-sync >"$dir/initdb.log" 2>&1) || { cat "$dir/initdb.log" >&2; log "initdb failed"; exit 1; }
-(cd / && "${as_pg[@]}" "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 \
-    -o "-k $dir/sock -c listen_addresses= -p $port -c fsync=$fsync -c synchronous_commit=$fsync -c full_page_writes=$fsync" \
+pgopts="-k $dir/sock -c listen_addresses= -p $port -c max_connections=200"
+pgopts="$pgopts -c fsync=$fsync -c synchronous_commit=$fsync -c full_page_writes=$fsync"
+(cd / && "${as_pg[@]}" "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 -o "$pgopts" \
     start >/dev/null) || { tail -n 20 "$dir/pg.log" >&2; log "PostgreSQL did not start"; exit 1; }
+
+# A pg_ctl wrapper for tests that stop and restart the cluster (outages).
+cat >"$dir/pgctl" <<EOS
+#!/bin/sh
+# Usage: pgctl start | stop [-m fast|immediate]
+cd / && exec ${as_pg[*]} "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 -o "$pgopts" "\$@"
+EOS
+chmod 755 "$dir/pgctl"
+export UNDERSTUDY_TEST_PG_CTL=$dir/pgctl
 
 export UNDERSTUDY_BIN=$bin
 export UNDERSTUDY_TEST_PG_HOST=$dir/sock

@@ -2,7 +2,10 @@
 # Runs cmocka test binaries and prints one summary line at the end:
 #   tests: N passed, N failed
 #
-#   scripts/run-tests.sh --bin BIN [--unit "B1 B2"] [--integration "B3 B4"] [--valgrind]
+#   scripts/run-tests.sh --bin BIN [--fp-bin BIN] [--unit "B1 B2"] [--integration "B3 B4"]
+#                        [--valgrind]
+#
+# --fp-bin names the build with failpoints (exported as UNDERSTUDY_FP_BIN).
 #
 # Unit binaries run directly; integration binaries run inside one
 # scripts/devenv.sh environment (one PostgreSQL cluster + one mock Kafka for
@@ -19,6 +22,7 @@ inside=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --bin) bin=$2; shift 2 ;;
+    --fp-bin) export UNDERSTUDY_FP_BIN=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
     --unit) unit=$2; shift 2 ;;
     --integration) integ=$2; shift 2 ;;
     --valgrind) valgrind=1; shift ;;

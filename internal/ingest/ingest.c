@@ -508,6 +508,8 @@ int ingest_new(const struct cfg *cfg, struct ingest **out, char *err, size_t err
 
     if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &ig->store, err, errlen) != 0)
         goto out;
+    if (store_check_schema(ig->store, err, errlen) != 0)
+        goto out;
     atomic_store(&ig->db_ok, 1);
 
     /* The settings the guarantee depends on; they override kafka.properties. */

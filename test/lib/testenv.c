@@ -4,7 +4,10 @@
  */
 #include "testenv.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <time.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -70,8 +73,24 @@ int testenv_run(const char *const argv[], const char *in_path, char **out, char 
         execvp(argv[0], (char *const *)argv);
         _exit(127);
     }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
+    /* A hung child must fail the test, not hang the suite. */
+    int status = 0, waited_ms = 0;
+    const char *lim = getenv("UNDERSTUDY_TEST_CMD_TIMEOUT");
+    int limit_ms = (lim && atoi(lim) > 0 ? atoi(lim) : 300) * 1000;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        if (r < 0 && errno != EINTR)
+            break;
+        if (waited_ms >= limit_ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            fail_msg("%s did not finish in %d s", argv[0], limit_ms / 1000);
+        }
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+        waited_ms += 20;
     }
     lseek(ofd, 0, SEEK_SET);
     lseek(efd, 0, SEEK_SET);

@@ -24,7 +24,9 @@ const char *testenv_get(const char *name);
  * Runs argv (argv[0] is looked up in PATH) with stdin from in_path (NULL =
  * /dev/null), captures stdout and stderr (each NUL-terminated, caller frees;
  * pass NULL to discard) and returns the exit status (128+signal if killed),
- * or -1 if it could not be started.
+ * or -1 if it could not be started.  A command still running after
+ * $UNDERSTUDY_TEST_CMD_TIMEOUT seconds (default 300) is killed and fails the
+ * test.
  */
 int testenv_run(const char *const argv[], const char *in_path, char **out, char **err);
 

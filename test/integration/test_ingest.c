@@ -1,0 +1,364 @@
+/*
+ * Integration: the ingest daemon against real PostgreSQL and a private mock
+ * Kafka cluster.  Exact accounting, the ordering of dead letters and offsets,
+ * metrics and readiness, and SIGHUP reloads.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tdaemon.h"
+#include "testenv.h"
+
+static void migrate_db(const char *dsn)
+{
+    const char *bin = testenv_get("UNDERSTUDY_BIN");
+    const char *argv[] = {bin, "migrate", NULL};
+    char *err = NULL;
+    setenv("UNDERSTUDY_PG_DSN", dsn, 1);
+    int rc = testenv_run(argv, NULL, NULL, &err);
+    unsetenv("UNDERSTUDY_PG_DSN");
+    if (rc != 0)
+        fail_msg("migrate: %s", err);
+    free(err);
+}
+
+struct consumed_wait {
+    struct tdaemon *d;
+    const char *series[2];
+    double want[2];
+};
+
+static int consumed_reached(void *ud)
+{
+    struct consumed_wait *w = ud;
+    int code = 0;
+    char *body = tdaemon_http(w->d, "/metrics", &code);
+    int ok = body && code == 200;
+    for (int i = 0; ok && i < 2 && w->series[i]; i++)
+        ok = tdaemon_metric_value(body, w->series[i]) >= w->want[i];
+    free(body);
+    return ok;
+}
+
+/* Issue test 1: 50 000 events, 2 % duplicates, 1 % bad: exact accounting in
+ * the database and in the metrics. */
+static void test_ingest_exact_accounting_50k(void **state)
+{
+    (void)state;
+    char dsn[512], path_s[512], path_a[512];
+    const char *bin = testenv_get("UNDERSTUDY_BIN");
+    const char *tmp = testenv_get("UNDERSTUDY_TEST_TMP");
+    testenv_create_db("understudy_t_ingest_acct", dsn, sizeof dsn);
+    migrate_db(dsn);
+
+    struct tmock m;
+    tmock_start(&m, "ops.actions,ops.states,ops.feedback", 3);
+    struct tgen gs = {.kind = "state",
+                      .n = 30000,
+                      .first_id = 1,
+                      .prefix = "s",
+                      .dup_rate = 0.02,
+                      .bad_rate = 0.01,
+                      .seed = 7};
+    struct tgen ga = {.kind = "action",
+                      .n = 20000,
+                      .first_id = 1,
+                      .prefix = "a",
+                      .dup_rate = 0.02,
+                      .bad_rate = 0.01,
+                      .seed = 8};
+    struct tgen_counts cs, ca;
+    snprintf(path_s, sizeof path_s, "%s/acct-states.jsonl", tmp);
+    snprintf(path_a, sizeof path_a, "%s/acct-actions.jsonl", tmp);
+    tgen_write(&gs, path_s, &cs);
+    tgen_write(&ga, path_a, &ca);
+    assert_true(cs.duplicates > 400 && cs.bad > 200);
+    treplay(bin, m.brokers, "ops.states", path_s);
+    treplay(bin, m.brokers, "ops.actions", path_a);
+
+    struct tdaemon d;
+    tdaemon_config(&d, "acct", m.brokers, "acct", "ingest:\n  batch_messages: 2000\n");
+    tdaemon_start(&d, bin, dsn, NULL);
+    tdaemon_wait_ready(&d, 30);
+    struct consumed_wait w = {
+        &d,
+        {"understudy_ingest_consumed_total{topic=\"ops.states\"}",
+         "understudy_ingest_consumed_total{topic=\"ops.actions\"}"},
+        {(double)cs.lines, (double)ca.lines},
+    };
+    if (!twait_until(consumed_reached, &w, 60))
+        fail_msg("not everything was consumed in 60 s; see %s", d.log);
+
+    int code = 0;
+    char *body = tdaemon_http(&d, "/metrics", &code);
+    assert_int_equal(code, 200);
+    /* The metrics: every consumed message is exactly one of the three. */
+    struct {
+        const char *topic;
+        struct tgen_counts *c;
+    } t[] = {{"ops.states", &cs}, {"ops.actions", &ca}};
+    for (int i = 0; i < 2; i++) {
+        char s[256];
+        snprintf(s, sizeof s, "understudy_ingest_consumed_total{topic=\"%s\"}", t[i].topic);
+        assert_int_equal((long)tdaemon_metric_value(body, s), (long)t[i].c->lines);
+        snprintf(s, sizeof s, "understudy_ingest_stored_total{topic=\"%s\"}", t[i].topic);
+        assert_int_equal((long)tdaemon_metric_value(body, s), (long)t[i].c->unique);
+        snprintf(s, sizeof s, "understudy_ingest_duplicates_total{topic=\"%s\"}", t[i].topic);
+        assert_int_equal((long)tdaemon_metric_value(body, s), (long)t[i].c->duplicates);
+        long dead = 0;
+        static const char *const reasons[] = {"size", "encoding", "json", "contract", "database"};
+        for (int r = 0; r < 5; r++) {
+            snprintf(s, sizeof s,
+                     "understudy_ingest_dead_letters_total{topic=\"%s\",reason=\"%s\"}", t[i].topic,
+                     reasons[r]);
+            dead += (long)tdaemon_metric_value(body, s);
+        }
+        assert_int_equal(dead, (long)t[i].c->bad);
+    }
+    assert_true(tdaemon_metric_value(body, "understudy_ingest_batches_committed_total") > 0);
+    assert_true(tdaemon_metric_value(body, "understudy_ingest_commit_seconds_count") > 0);
+    assert_int_equal((long)tdaemon_metric_value(body, "understudy_ingest_paused"), 0);
+    free(body);
+    assert_int_equal(tdaemon_stop(&d, SIGTERM, 30), 0);
+
+    /* The database: rows, dead letters and offsets account for every message. */
+    PGconn *c = testenv_connect(dsn);
+    assert_int_equal(tcount(c, "state_events"), (long)cs.unique);
+    assert_int_equal(tcount(c, "action_events"), (long)ca.unique);
+    assert_int_equal(tcount(c, "dead_letters WHERE topic = 'ops.states'"), (long)cs.bad);
+    assert_int_equal(tcount(c, "dead_letters WHERE topic = 'ops.actions'"), (long)ca.bad);
+    assert_int_equal(tcount(c, "dead_letters WHERE reason = '' OR raw IS NULL"), 0);
+    char *v = testenv_query_value(c, "SELECT sum(next_offset) FROM ingest_offsets "
+                                     "WHERE group_id = 'acct' AND topic = 'ops.states'");
+    assert_int_equal(strtol(v, NULL, 10), (long)cs.lines);
+    free(v);
+    v = testenv_query_value(c, "SELECT sum(next_offset) FROM ingest_offsets "
+                               "WHERE group_id = 'acct' AND topic = 'ops.actions'");
+    assert_int_equal(strtol(v, NULL, 10), (long)ca.lines);
+    free(v);
+    /* Each stored event keeps the position of its first copy. */
+    assert_int_equal(tcount(c, "state_events WHERE src_topic <> 'ops.states'"), 0);
+    PQfinish(c);
+    assert_int_equal(tmock_stop(&m), 0);
+}
+
+struct position_check {
+    PGconn *conn;
+    int violations;
+    long max_next;
+};
+
+/* In one snapshot: every offset below the partition's committed position is
+ * an event or a dead letter. */
+static int position_consistent(void *ud)
+{
+    struct position_check *p = ud;
+    PGresult *r =
+        PQexec(p->conn, "SELECT o.next_offset,"
+                        " (SELECT count(*) FROM action_events a WHERE a.src_partition = 0"
+                        "   AND a.src_offset < o.next_offset)"
+                        " + (SELECT count(*) FROM dead_letters l WHERE l.partition = 0"
+                        "   AND l.\"offset\" < o.next_offset)"
+                        " FROM ingest_offsets o WHERE o.topic = 'ops.actions' AND o.partition = 0");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    if (PQntuples(r) == 1) {
+        long next = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        long covered = strtol(PQgetvalue(r, 0, 1), NULL, 10);
+        if (next != covered)
+            p->violations++;
+        p->max_next = next;
+    }
+    PQclear(r);
+    return p->max_next >= 200;
+}
+
+/* Issue test 4: message N bad and N+1 good in one partition: N is in the
+ * dead letters before the committed offset passes it.  Checked on every
+ * observation while 200 alternating messages go through one-message
+ * batches. */
+static void test_ingest_dead_letter_committed_before_offset_passes_it(void **state)
+{
+    (void)state;
+    char dsn[512], path[512];
+    const char *bin = testenv_get("UNDERSTUDY_BIN");
+    testenv_create_db("understudy_t_ingest_order", dsn, sizeof dsn);
+    migrate_db(dsn);
+    struct tmock m;
+    tmock_start(&m, "ops.actions,ops.states,ops.feedback", 1);
+
+    snprintf(path, sizeof path, "%s/order.jsonl", testenv_get("UNDERSTUDY_TEST_TMP"));
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 100; i++) {
+        fprintf(f, "{\"event_id\": \"bad-%d\", \"ts\": \"not a time\"}\n", i);
+        fprintf(f,
+                "{\"event_id\":\"good-%d\",\"ts\":\"2026-11-02T10:00:00Z\","
+                "\"operator_id\":\"op-01\",\"campaign_id\":\"cmp-1\",\"entity_type\":\"campaign\","
+                "\"entity_id\":\"cmp-1\",\"action\":\"budget_change\",\"delta_pct\":5,"
+                "\"state\":{\"cpa\":1}}\n",
+                i);
+    }
+    assert_int_equal(fclose(f), 0);
+
+    struct tdaemon d;
+    tdaemon_config(&d, "order", m.brokers, "order",
+                   "ingest:\n  batch_messages: 1\n  batch_wait: 0s\n");
+    tdaemon_start(&d, bin, dsn, NULL);
+    tdaemon_wait_ready(&d, 30);
+    treplay(bin, m.brokers, "ops.actions", path);
+
+    struct position_check p = {testenv_connect(dsn), 0, 0};
+    if (!twait_until(position_consistent, &p, 60))
+        fail_msg("offset reached only %ld of 200 in 60 s; see %s", p.max_next, d.log);
+    assert_int_equal(p.violations, 0);
+    assert_int_equal(tcount(p.conn, "dead_letters"), 100);
+    assert_int_equal(tcount(p.conn, "action_events"), 100);
+    /* Every bad message sits right before its good one. */
+    assert_int_equal(tcount(p.conn, "dead_letters WHERE \"offset\" % 2 <> 0"), 0);
+    assert_int_equal(tcount(p.conn, "action_events WHERE src_offset % 2 <> 1"), 0);
+    assert_int_equal(tcount(p.conn, "dead_letters WHERE reason <> 'ts: not RFC 3339'"), 0);
+    PQfinish(p.conn);
+    assert_int_equal(tdaemon_stop(&d, SIGTERM, 30), 0);
+    assert_int_equal(tmock_stop(&m), 0);
+}
+
+static int log_contains(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+struct log_wait {
+    const char *path, *needle;
+};
+
+static int log_wait_cond(void *ud)
+{
+    struct log_wait *w = ud;
+    return log_contains(w->path, w->needle);
+}
+
+/* SIGHUP: a valid file is applied; a broken one or one that changes a
+ * restart-only key is refused and the daemon keeps running on the old one. */
+static void test_ingest_sighup_reload_applies_valid_refuses_invalid(void **state)
+{
+    (void)state;
+    char dsn[512];
+    const char *bin = testenv_get("UNDERSTUDY_BIN");
+    testenv_create_db("understudy_t_ingest_hup", dsn, sizeof dsn);
+    migrate_db(dsn);
+    struct tmock m;
+    tmock_start(&m, "ops.actions,ops.states,ops.feedback", 1);
+    struct tdaemon d;
+    tdaemon_config(&d, "hup", m.brokers, "hup", NULL);
+    tdaemon_start(&d, bin, dsn, NULL);
+    tdaemon_wait_ready(&d, 30);
+
+    /* Valid and reloadable: a batch size. */
+    FILE *f = fopen(d.config, "a");
+    assert_non_null(f);
+    fputs("ingest:\n  batch_messages: 10\n", f);
+    assert_int_equal(fclose(f), 0);
+    kill(d.pid, SIGHUP);
+    struct log_wait w1 = {d.log, "config: reloaded"};
+    assert_true(twait_until(log_wait_cond, &w1, 10));
+
+    /* Broken YAML: refused with the file position, daemon still ready. */
+    f = fopen(d.config, "a");
+    assert_non_null(f);
+    fputs("  batch_messages: [\n", f);
+    assert_int_equal(fclose(f), 0);
+    kill(d.pid, SIGHUP);
+    struct log_wait w2 = {d.log, "config: reload refused, keeping the running configuration"};
+    assert_true(twait_until(log_wait_cond, &w2, 10));
+    tdaemon_wait_ready(&d, 5);
+
+    /* Restart-only key changed: refused and named. */
+    f = fopen(d.config, "w");
+    assert_non_null(f);
+    fprintf(f, "kafka:\n  brokers: \"127.0.0.1:1\"\n  group_id: hup\n"
+               "metrics:\n  listen: \"127.0.0.1:0\"\n");
+    assert_int_equal(fclose(f), 0);
+    kill(d.pid, SIGHUP);
+    struct log_wait w3 = {d.log, "kafka.brokers: changed; restart to apply"};
+    assert_true(twait_until(log_wait_cond, &w3, 10));
+    tdaemon_wait_ready(&d, 5);
+    assert_int_equal(tdaemon_stop(&d, SIGTERM, 30), 0);
+    assert_int_equal(tmock_stop(&m), 0);
+}
+
+/* /healthz, /readyz and the per-topic series exist before any traffic. */
+static void test_ingest_endpoints_answer(void **state)
+{
+    (void)state;
+    char dsn[512];
+    const char *bin = testenv_get("UNDERSTUDY_BIN");
+    testenv_create_db("understudy_t_ingest_http", dsn, sizeof dsn);
+    migrate_db(dsn);
+    struct tmock m;
+    tmock_start(&m, "ops.actions,ops.states,ops.feedback", 2);
+    struct tdaemon d;
+    tdaemon_config(&d, "http", m.brokers, "http", NULL);
+    tdaemon_start(&d, bin, dsn, NULL);
+    tdaemon_wait_ready(&d, 30);
+    int code = 0;
+    char *b = tdaemon_http(&d, "/healthz", &code);
+    assert_int_equal(code, 200);
+    free(b);
+    b = tdaemon_http(&d, "/metrics", &code);
+    assert_int_equal(code, 200);
+    assert_int_equal(
+        (long)tdaemon_metric_value(b, "understudy_ingest_consumed_total{topic=\"ops.feedback\"}"),
+        0);
+    assert_int_equal((long)tdaemon_metric_value(b, "understudy_ingest_assigned_partitions"), 6);
+    assert_non_null(strstr(b, "# TYPE understudy_ingest_commit_seconds histogram"));
+    free(b);
+    assert_int_equal(tdaemon_stop(&d, SIGTERM, 30), 0);
+    assert_int_equal(tmock_stop(&m), 0);
+}
+
+/* The daemon refuses to start on a database without the schema. */
+static void test_ingest_refuses_unmigrated_database(void **state)
+{
+    (void)state;
+    char dsn[512];
+    const char *bin = testenv_get("UNDERSTUDY_BIN");
+    testenv_create_db("understudy_t_ingest_nomig", dsn, sizeof dsn);
+    struct tdaemon d;
+    tdaemon_config(&d, "nomig", "127.0.0.1:1", "nomig", NULL);
+    setenv("UNDERSTUDY_PG_DSN", dsn, 1);
+    const char *argv[] = {bin, "run", "-c", d.config, NULL};
+    char *err = NULL;
+    int rc = testenv_run(argv, NULL, NULL, &err);
+    unsetenv("UNDERSTUDY_PG_DSN");
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err, "run `understudy migrate`"));
+    free(err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ingest_exact_accounting_50k),
+        cmocka_unit_test(test_ingest_dead_letter_committed_before_offset_passes_it),
+        cmocka_unit_test(test_ingest_sighup_reload_applies_valid_refuses_invalid),
+        cmocka_unit_test(test_ingest_endpoints_answer),
+        cmocka_unit_test(test_ingest_refuses_unmigrated_database),
+    };
+    return cmocka_run_group_tests_name("ingest", tests, NULL, NULL);
+}
