@@ -19,43 +19,57 @@ step "schema migrations"
 "$bin" migrate
 "$bin" migrate   # a second run is a no-op
 
-# Produces a JSONL file to a topic with kcat, keyed by the given JSON field.
-replay() {
-    local file=$1 topic=$2 keyfield=$3
-    awk -v k="$keyfield" '{
-        key = ""
-        if (match($0, "\"" k "\": *\"[^\"]*\"")) {
-            s = substr($0, RSTART, RLENGTH); sub(/^[^:]*: *"/, "", s); sub(/"$/, "", s); key = s
-        } else if (match($0, "\"" k "\": *[0-9]+")) {
-            s = substr($0, RSTART, RLENGTH); sub(/^[^:]*: */, "", s); key = s
-        }
-        printf "%s\t%s\n", key, $0
-    }' "$file" | kcat -P -b "$UNDERSTUDY_KAFKA_BROKERS" -t "$topic" -K $'\t' -X enable.idempotence=true
-    printf '  %-14s %4d messages from %s\n' "$topic" "$(wc -l <"$file")" "$file"
-}
+step "replaying fixtures/events/ into Kafka (understudy replay: keyed by entity, idempotent producer)"
+"$bin" replay --topic ops.actions fixtures/events/actions.jsonl
+"$bin" replay --topic ops.states fixtures/events/states.jsonl
+"$bin" replay --topic ops.feedback fixtures/events/feedback.jsonl
+echo "  and three bad messages from an independent client (kcat), to show the dead letters:"
+printf '%s\n' '{"event_id": "chg-bad-1", "ts": "yesterday"}' 'not json at all' \
+    '{"event_id":"chg-bad-2","ts":"2026-11-02T10:00:00Z","operator_id":"op-01","campaign_id":"cmp-1","entity_type":"keyword","entity_id":"kw-1","action":"bid_change","delta_pct":0,"state":{}}' |
+    kcat -P -b "$UNDERSTUDY_KAFKA_BROKERS" -t ops.actions
 
-step "replaying fixtures/events/ into mock Kafka with kcat"
-replay fixtures/events/actions.jsonl ops.actions entity_id
-replay fixtures/events/states.jsonl ops.states entity_id
-replay fixtures/events/feedback.jsonl ops.feedback recommendation_id
-
-step "what is in the topics (partition: messages)"
-for t in ops.actions ops.states ops.feedback; do
-    printf '  %-14s' "$t"
-    kcat -C -b "$UNDERSTUDY_KAFKA_BROKERS" -t "$t" -o beginning -e -q -f '%p\n' | sort | uniq -c |
-        awk '{printf " p%s: %s", $2, $1} END {print ""}'
+step "running the daemon (understudy run) until every message is accounted for"
+cfg=$(mktemp /tmp/understudy-demo.XXXXXX.yaml)
+log=$(mktemp /tmp/understudy-demo.XXXXXX.log)
+printf 'metrics:\n  listen: "127.0.0.1:0"\n' >"$cfg"
+"$bin" run -c "$cfg" 2>"$log" &
+daemon=$!
+trap 'kill -TERM $daemon 2>/dev/null || true; rm -f "$cfg" "$log"' EXIT
+port=""
+for _ in $(seq 100); do
+    port=$(sed -n 's/.*metrics: listening on port \([0-9]*\).*/\1/p' "$log" | tail -n 1)
+    [ -n "$port" ] && break
+    sleep 0.1
 done
-echo "  first action event:"
-kcat -C -b "$UNDERSTUDY_KAFKA_BROKERS" -t ops.actions -p 0 -o beginning -c 1 -q -f '    key=%k %s\n'
+[ -n "$port" ] || { cat "$log"; echo "demo: the daemon did not start" >&2; exit 1; }
+want=$(($(wc -l <fixtures/events/actions.jsonl) + $(wc -l <fixtures/events/states.jsonl) + $(wc -l <fixtures/events/feedback.jsonl) + 3))
+for _ in $(seq 150); do
+    got=$(q -Atc "SELECT coalesce(sum(next_offset), 0) FROM ingest_offsets")
+    [ "$got" -ge "$want" ] && break
+    sleep 0.2
+done
+echo "  $got of $want messages accounted for; /readyz says: $(curl -s "http://127.0.0.1:$port/readyz")"
+
+step "metrics (http://127.0.0.1:$port/metrics, non-zero ingest counters)"
+curl -s "http://127.0.0.1:$port/metrics" | grep -E '^understudy_ingest_(consumed|stored|duplicates|dead_letters|batches)' |
+    grep -v ' 0$' | sed 's/^/  /'
 
 step "what is in PostgreSQL"
-q -c "SELECT version, name, applied_at::timestamp(0) FROM schema_migrations ORDER BY version"
-q -c "SELECT table_name, table_type FROM information_schema.tables
-      WHERE table_schema = 'public' ORDER BY table_type, table_name"
+q -c "SELECT 'action_events' AS table_name, count(*) FROM action_events
+      UNION ALL SELECT 'state_events', count(*) FROM state_events
+      UNION ALL SELECT 'feedback_events', count(*) FROM feedback_events
+      UNION ALL SELECT 'dead_letters', count(*) FROM dead_letters"
+q -c "SELECT topic, partition, \"offset\", reason FROM dead_letters ORDER BY id"
+q -c "SELECT decision, count(*) FROM action_events GROUP BY 1 ORDER BY 2 DESC"
+q -c "SELECT topic, partition, next_offset FROM ingest_offsets ORDER BY 1, 2"
 q -c "SELECT grantee, table_name, string_agg(privilege_type, ',') AS privileges
       FROM information_schema.role_table_grants WHERE grantee = 'understudy_reader'
       GROUP BY 1, 2 ORDER BY 2"
 
+step "stopping the daemon (SIGTERM: drain, commit, leave the group)"
+kill -TERM "$daemon"
+wait "$daemon" || { cat "$log"; exit 1; }
+grep -E 'run: |stopped' "$log" | sed 's/^/  /'
+
 step "not yet built"
-echo "  ingest (Kafka -> PostgreSQL), training, recommendations and audits come next;"
-echo "  see README.md, 'Status'."
+echo "  training, recommendations and audits come next; see README.md, 'Status'."
