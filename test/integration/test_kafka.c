@@ -20,79 +20,8 @@
 
 #include <cmocka.h>
 
+#include "tdaemon.h"
 #include "testenv.h"
-
-struct mock {
-    pid_t pid;
-    char bootfile[512];
-    char brokers[320];
-};
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
-/* Starts `understudy mock-kafka` with the given topics and waits for its
- * bootstrap file. */
-static void mock_start(struct mock *m, const char *topics, const char *partitions)
-{
-    static int seq;
-    snprintf(m->bootfile, sizeof m->bootfile, "%s/boot-%ld-%d", testenv_get("UNDERSTUDY_TEST_TMP"),
-             (long)getpid(), seq++);
-    const char *bin = testenv_get("UNDERSTUDY_BIN");
-    m->pid = fork();
-    assert_true(m->pid >= 0);
-    if (m->pid == 0) {
-        /* Never hold the test's own stdout/stderr: a test runner reading
-         * them would wait for this child.  Die with the test binary. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        int fd = open("/dev/null", O_WRONLY);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(bin, bin, "mock-kafka", "--topics", topics, "--partitions", partitions,
-              "--bootstrap-file", m->bootfile, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 100; i++) {
-        FILE *f = fopen(m->bootfile, "r");
-        if (f) {
-            char line[300] = "";
-            char *ok = fgets(line, sizeof line, f);
-            fclose(f);
-            assert_non_null(ok);
-            assert_true(strncmp(line, "bootstrap.servers=", 18) == 0);
-            snprintf(m->brokers, sizeof m->brokers, "%s", line + 18);
-            m->brokers[strcspn(m->brokers, "\n")] = '\0';
-            return;
-        }
-        int st;
-        if (waitpid(m->pid, &st, WNOHANG) == m->pid)
-            fail_msg("mock-kafka exited early with status %d", st);
-        sleep_ms(100);
-    }
-    fail_msg("mock-kafka wrote no bootstrap file in 10 s");
-}
-
-/* Sends SIGTERM and returns the exit status. */
-static int mock_stop(struct mock *m)
-{
-    int st = 0;
-    assert_int_equal(kill(m->pid, SIGTERM), 0);
-    for (int i = 0; i < 100; i++) {
-        if (waitpid(m->pid, &st, WNOHANG) == m->pid)
-            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        sleep_ms(100);
-    }
-    kill(m->pid, SIGKILL);
-    waitpid(m->pid, &st, 0);
-    fail_msg("mock-kafka ignored SIGTERM for 10 s");
-    return -1;
-}
 
 static void write_file(const char *path, const char *text)
 {
@@ -113,8 +42,8 @@ static int count_lines(const char *s)
 static void test_kafka_mock_kafka_serves_topics_and_stops_cleanly(void **state)
 {
     (void)state;
-    struct mock m;
-    mock_start(&m, "t.alpha,t.beta", "4");
+    struct tmock m;
+    tmock_start(&m, "t.alpha,t.beta", 4);
 
     char *out = NULL;
     const char *argv[] = {"kcat", "-L", "-b", m.brokers, NULL};
@@ -123,7 +52,7 @@ static void test_kafka_mock_kafka_serves_topics_and_stops_cleanly(void **state)
     assert_non_null(strstr(out, "topic \"t.beta\" with 4 partitions"));
     free(out);
 
-    assert_int_equal(mock_stop(&m), 0);
+    assert_int_equal(tmock_stop(&m), 0);
     struct stat sb;
     assert_int_equal(stat(m.bootfile, &sb), -1); /* removed on a clean stop */
 }
@@ -131,8 +60,8 @@ static void test_kafka_mock_kafka_serves_topics_and_stops_cleanly(void **state)
 static void test_kafka_kcat_roundtrip_keys_values_and_partitions(void **state)
 {
     (void)state;
-    struct mock m;
-    mock_start(&m, "ops.actions", "3");
+    struct tmock m;
+    tmock_start(&m, "ops.actions", 3);
 
     /* 300 keyed messages; the same key must land in one partition. */
     char in[512];
@@ -185,14 +114,14 @@ static void test_kafka_kcat_roundtrip_keys_values_and_partitions(void **state)
     assert_true(parts_used[0] + parts_used[1] + parts_used[2] >= 2);
     free(out);
     unlink(in);
-    assert_int_equal(mock_stop(&m), 0);
+    assert_int_equal(tmock_stop(&m), 0);
 }
 
 static void test_kafka_kcat_consumer_group_reads_everything_once(void **state)
 {
     (void)state;
-    struct mock m;
-    mock_start(&m, "ops.states", "3");
+    struct tmock m;
+    tmock_start(&m, "ops.states", 3);
 
     char in[512];
     snprintf(in, sizeof in, "%s/group-%ld.txt", testenv_get("UNDERSTUDY_TEST_TMP"), (long)getpid());
@@ -220,7 +149,7 @@ static void test_kafka_kcat_consumer_group_reads_everything_once(void **state)
     free(out);
 
     unlink(in);
-    assert_int_equal(mock_stop(&m), 0);
+    assert_int_equal(tmock_stop(&m), 0);
 }
 
 static void test_kafka_mock_kafka_bad_arguments_exit_2_with_usage(void **state)
