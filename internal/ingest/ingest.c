@@ -659,6 +659,7 @@ int ingest_run(struct ingest *ig, volatile sig_atomic_t *stop, ingest_tick_fn ti
     if (subscribe(ig, err, errlen) != 0)
         return -1;
     int64_t last_lag = 0;
+    int fatal = 0;
     while (!*stop) {
         int64_t now = util_now_mono_us();
         atomic_store(&ig->last_tick_us, now);
@@ -683,11 +684,14 @@ int ingest_run(struct ingest *ig, volatile sig_atomic_t *stop, ingest_tick_fn ti
             timeout = left < 0 ? 0 : left < 100 ? (int)left : 100;
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(ig->rk, timeout);
-        if (m && handle_message(ig, m, err, errlen) != 0)
-            return -1;
+        if (m && handle_message(ig, m, err, errlen) != 0) {
+            fatal = 1;
+            break;
+        }
     }
     log_info("ingest: stopping: draining %zu in-flight message(s)", ig->n_items);
-    return drain(ig);
+    int rc = drain(ig);
+    return fatal ? -1 : rc;
 }
 
 void ingest_get_totals(const struct ingest *ig, int kind, struct ingest_totals *out)
