@@ -29,6 +29,7 @@
 
 #include "event/event.h"
 #include "log/log.h"
+#include "store/store_impl.h"
 #include "util/util.h"
 
 /* A COPY buffer is sent to the server in pieces of about this size. */
@@ -343,6 +344,7 @@ static int cmp_id_ref(const void *a, const void *b)
 
 struct writer {
     PGconn *conn;
+    int stage_used[EVENT_KIND_COUNT]; /* staging table holds rows in this tx */
     struct store_row *rows;
     struct util_buf buf;
     int savepoints; /* counter for unique savepoint names */
@@ -361,6 +363,16 @@ static enum pg_outcome insert_rows(struct writer *w, enum event_kind kind, const
     struct id_ref *refs = NULL;
     PGresult *r = NULL;
 
+    /* Bisection reuses the staging table within the transaction; the first
+     * use finds it empty (ON COMMIT DELETE ROWS). */
+    if (w->stage_used[kind]) {
+        char sql[96];
+        util_fmt(sql, sizeof sql, "TRUNCATE pg_temp.%s", kind_sql[kind].stage);
+        o = exec_simple(w->conn, sql, w->err, sizeof w->err);
+        if (o != PG_OK)
+            return PG_RETRY;
+    }
+    w->stage_used[kind] = 1;
     util_buf_reset(&w->buf);
     for (size_t i = 0; i < n; i++) {
         if (copy_event_row(&w->buf, &w->rows[idx[i]], i) != 0) {
@@ -404,13 +416,7 @@ static enum pg_outcome insert_rows(struct writer *w, enum event_kind kind, const
         if (lo < n && strcmp(refs[lo].id, key.id) == 0)
             w->rows[refs[lo].row].outcome = STORE_ROW_STORED;
     }
-    PQclear(r);
     FAILPOINT("store.after_insert");
-    /* Bisection reuses the staging table within the transaction. */
-    char sql[96];
-    util_fmt(sql, sizeof sql, "TRUNCATE pg_temp.%s", kind_sql[kind].stage);
-    r = PQexec(w->conn, sql);
-    o = classify(w->conn, r, PGRES_COMMAND_OK, NULL, w->err, sizeof w->err);
 out:
     PQclear(r);
     free(refs);
@@ -597,13 +603,16 @@ int store_write_batch(struct store *st, const char *group_id, struct store_row *
         goto out;
     }
 
+    /* Temp tables live per session: create them once per backend, outside
+     * the batch's transaction so that a rollback cannot undo them. */
+    if (st->staging_backend != PQbackendPID(conn)) {
+        if (ensure_staging(conn, w.err, sizeof w.err) != PG_OK)
+            goto fail;
+        st->staging_backend = PQbackendPID(conn);
+    }
     if (exec_simple(conn, "BEGIN", w.err, sizeof w.err) != PG_OK)
         goto fail;
     in_tx = 1;
-    /* Temp tables live per session; IF NOT EXISTS makes this cheap after the
-     * first batch and correct after a reconnect. */
-    if (ensure_staging(conn, w.err, sizeof w.err) != PG_OK)
-        goto fail;
     for (int k = 0; k < EVENT_KIND_COUNT; k++) {
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {

@@ -20,14 +20,12 @@
 #include <libpq-fe.h>
 
 #include "log/log.h"
+#include "store/store_impl.h"
 #include "util/util.h"
 
 /* Longest password accepted from a password file, in bytes. */
 #define STORE_PASSWORD_MAX 1024
 
-struct store {
-    PGconn *conn;
-};
 
 /* Server NOTICE/WARNING messages (e.g. "relation exists, skipping"). */
 static void store_notice(void *arg, const PGresult *res)

@@ -332,6 +332,73 @@ static void test_ingest_endpoints_answer(void **state)
     assert_int_equal(tmock_stop(&m), 0);
 }
 
+/* Rows PostgreSQL refuses are isolated by bisection and dead-lettered with
+ * their SQLSTATE, in the same transaction as the good rows of the batch. */
+static void test_ingest_rows_refused_by_database_become_dead_letters(void **state)
+{
+    (void)state;
+    char dsn[512], path[512];
+    const char *bin = testenv_get("UNDERSTUDY_BIN");
+    testenv_create_db("understudy_t_ingest_refused", dsn, sizeof dsn);
+    migrate_db(dsn);
+    PGconn *c = testenv_connect(dsn);
+    char st[6];
+    /* A rule the decoder does not know about, as a stand-in for any
+     * constraint an operator might add. */
+    assert_int_equal(testenv_exec_status(c,
+                                         "ALTER TABLE state_events ADD CONSTRAINT no_evil"
+                                         " CHECK (operator_id IS DISTINCT FROM 'op-evil')",
+                                         st),
+                     PGRES_COMMAND_OK);
+    struct tmock m;
+    tmock_start(&m, "ops.actions,ops.states,ops.feedback", 1);
+    snprintf(path, sizeof path, "%s/refused.jsonl", testenv_get("UNDERSTUDY_TEST_TMP"));
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    int evil = 0;
+    for (int i = 0; i < 1000; i++) {
+        int is_evil = i % 97 == 13;
+        evil += is_evil;
+        fprintf(f,
+                "{\"event_id\":\"r-%d\",\"ts\":\"2026-11-02T10:00:00Z\",\"operator_id\":\"%s\","
+                "\"campaign_id\":\"cmp-1\",\"entity_type\":\"campaign\",\"entity_id\":\"cmp-1\","
+                "\"state\":{\"cpa\":%d}}\n",
+                i, is_evil ? "op-evil" : "op-01", i);
+    }
+    assert_int_equal(fclose(f), 0);
+    treplay(bin, m.brokers, "ops.states", path);
+
+    struct tdaemon d;
+    tdaemon_config(&d, "refused", m.brokers, "refused", "ingest:\n  batch_messages: 500\n");
+    tdaemon_start(&d, bin, dsn, NULL);
+    tdaemon_wait_ready(&d, 30);
+    struct consumed_wait w = {
+        &d, {"understudy_ingest_consumed_total{topic=\"ops.states\"}", NULL}, {1000, 0}};
+    if (!twait_until(consumed_reached, &w, 60))
+        fail_msg("not everything was consumed in 60 s; see %s", d.log);
+    int code = 0;
+    char *body = tdaemon_http(&d, "/metrics", &code);
+    assert_int_equal((long)tdaemon_metric_value(
+                         body, "understudy_ingest_dead_letters_total{topic=\"ops.states\","
+                               "reason=\"database\"}"),
+                     evil);
+    free(body);
+    assert_int_equal(tdaemon_stop(&d, SIGTERM, 30), 0);
+
+    assert_int_equal(tcount(c, "state_events"), 1000 - evil);
+    assert_int_equal(tcount(c, "dead_letters"), evil);
+    assert_int_equal(tcount(c, "dead_letters WHERE sqlstate = '23514'"
+                               " AND reason LIKE 'database refused the event: 23514: %no_evil%'"
+                               " AND convert_from(raw, 'UTF8') LIKE '%op-evil%'"),
+                     evil);
+    assert_int_equal(tcount(c, "state_events WHERE operator_id = 'op-evil'"), 0);
+    char *v = testenv_query_value(c, "SELECT next_offset FROM ingest_offsets");
+    assert_string_equal(v, "1000");
+    free(v);
+    PQfinish(c);
+    assert_int_equal(tmock_stop(&m), 0);
+}
+
 /* The daemon refuses to start on a database without the schema. */
 static void test_ingest_refuses_unmigrated_database(void **state)
 {
@@ -358,6 +425,7 @@ int main(void)
         cmocka_unit_test(test_ingest_dead_letter_committed_before_offset_passes_it),
         cmocka_unit_test(test_ingest_sighup_reload_applies_valid_refuses_invalid),
         cmocka_unit_test(test_ingest_endpoints_answer),
+        cmocka_unit_test(test_ingest_rows_refused_by_database_become_dead_letters),
         cmocka_unit_test(test_ingest_refuses_unmigrated_database),
     };
     return cmocka_run_group_tests_name("ingest", tests, NULL, NULL);
