@@ -17,6 +17,8 @@
 #
 # --keep leaves the directory (data, logs) in place; --durable keeps fsync on
 # (benchmarks); by default fsync is off because the data is thrown away.
+# synchronous_commit is always on, so a COMMIT that was acknowledged survives
+# a PostgreSQL crash (pg_ctl stop -m immediate), as the crash tests need.
 set -euo pipefail
 
 bin=build/understudy
@@ -91,7 +93,10 @@ fsync=off
 (cd / && "${as_pg[@]}" "$pgbin/initdb" -D "$dir/pg" -U understudy -A trust -E UTF8 --locale=C \
     --no-sync >"$dir/initdb.log" 2>&1) || { cat "$dir/initdb.log" >&2; log "initdb failed"; exit 1; }
 pgopts="-k $dir/sock -c listen_addresses= -p $port -c max_connections=200"
-pgopts="$pgopts -c fsync=$fsync -c synchronous_commit=$fsync -c full_page_writes=$fsync"
+# synchronous_commit stays on: the crash tests stop PostgreSQL with
+# `-m immediate`, and an acknowledged COMMIT must survive that.  fsync=off
+# only gives up durability against an operating-system crash.
+pgopts="$pgopts -c fsync=$fsync -c full_page_writes=$fsync -c synchronous_commit=on"
 (cd / && "${as_pg[@]}" "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w -t 60 -o "$pgopts" \
     start >/dev/null) || { tail -n 20 "$dir/pg.log" >&2; log "PostgreSQL did not start"; exit 1; }
 
