@@ -69,6 +69,23 @@ struct item {
     char reason[EVENT_REASON_MAX];
 };
 
+/* A batch of consumed messages and their rows for the store. */
+struct batch {
+    struct item *items;
+    struct store_row *rows;
+    size_t n, cap;
+    size_t bytes;
+    int64_t started_us;
+};
+
+/* The writer thread's state, guarded by wmu. */
+enum writer_state {
+    W_IDLE = 0,  /* nothing submitted; the loop owns `flight` */
+    W_BUSY,      /* the writer owns `flight` and is writing it */
+    W_DONE_OK,   /* committed; `flight` is empty again */
+    W_DONE_FAIL, /* rolled back; `flight` is kept for a retry */
+};
+
 struct ingest {
     /* settings */
     char *group_id;
@@ -79,12 +96,22 @@ struct ingest {
     struct store *store;
     rd_kafka_t *rk;
 
-    /* in-flight batch (loop thread only) */
-    struct item *items;
-    struct store_row *rows;
-    size_t n_items, cap_items;
-    size_t batch_bytes_now;
-    int64_t batch_started_us;
+    /*
+     * Two batches: the loop thread decodes new messages into `fill` while the
+     * writer thread writes `flight` to PostgreSQL, so decoding and the
+     * database work overlap.  At most one batch is in flight, and a batch is
+     * handed over only after the previous one committed: commits stay in
+     * consumption order.  The store connection is used by the writer only,
+     * or by the loop while the writer is idle.
+     */
+    struct batch fill;
+    struct batch flight;
+    pthread_t writer;
+    int writer_started;
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv;
+    enum writer_state wstate;
+    int wquit;
 
     /* database retry state (loop thread only) */
     int paused;
@@ -147,13 +174,28 @@ static void item_release(struct item *it)
     memset(it, 0, sizeof *it);
 }
 
-static void batch_clear(struct ingest *ig)
+static void batch_clear(struct batch *b)
 {
-    for (size_t i = 0; i < ig->n_items; i++)
-        item_release(&ig->items[i]);
-    ig->n_items = 0;
-    ig->batch_bytes_now = 0;
-    ig->batch_started_us = 0;
+    for (size_t i = 0; i < b->n; i++)
+        item_release(&b->items[i]);
+    b->n = 0;
+    b->bytes = 0;
+    b->started_us = 0;
+}
+
+static void batch_free(struct batch *b)
+{
+    batch_clear(b);
+    free(b->items);
+    free(b->rows);
+    memset(b, 0, sizeof *b);
+}
+
+static void batch_swap(struct batch *a, struct batch *b)
+{
+    struct batch t = *a;
+    *a = *b;
+    *b = t;
 }
 
 /* ---- decoding ------------------------------------------------------------ */
@@ -163,19 +205,20 @@ static void batch_clear(struct ingest *ig)
  * re-read: the offset is not stored). */
 static int batch_add(struct ingest *ig, rd_kafka_message_t *msg)
 {
-    if (ig->n_items == ig->cap_items) {
-        size_t cap = ig->cap_items ? ig->cap_items * 2 : 1024;
-        struct item *items = util_realloc(ig->items, cap * sizeof *items);
+    struct batch *b = &ig->fill;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 1024;
+        struct item *items = util_realloc(b->items, cap * sizeof *items);
         if (!items)
             goto oom;
-        ig->items = items;
-        struct store_row *rows = util_realloc(ig->rows, cap * sizeof *rows);
+        b->items = items;
+        struct store_row *rows = util_realloc(b->rows, cap * sizeof *rows);
         if (!rows)
             goto oom;
-        ig->rows = rows;
-        ig->cap_items = cap;
+        b->rows = rows;
+        b->cap = cap;
     }
-    struct item *it = &ig->items[ig->n_items];
+    struct item *it = &b->items[b->n];
     memset(it, 0, sizeof *it);
     it->msg = msg;
     it->kind = kind_of_topic(ig, rd_kafka_topic_name(msg->rkt));
@@ -188,10 +231,10 @@ static int batch_add(struct ingest *ig, rd_kafka_message_t *msg)
             goto oom;
         it->decoded = rc == 0;
     }
-    if (ig->n_items == 0)
-        ig->batch_started_us = util_now_mono_us();
-    ig->n_items++;
-    ig->batch_bytes_now += msg->len + msg->key_len;
+    if (b->n == 0)
+        b->started_us = util_now_mono_us();
+    b->n++;
+    b->bytes += msg->len + msg->key_len;
     return 0;
 oom:
     log_error("ingest: out of memory; %s[%d]@%lld will be read again",
@@ -202,11 +245,11 @@ oom:
 
 /* ---- writing a batch ---------------------------------------------------- */
 
-static void fill_rows(struct ingest *ig)
+static void fill_rows(struct batch *b)
 {
-    for (size_t i = 0; i < ig->n_items; i++) {
-        struct item *it = &ig->items[i];
-        struct store_row *r = &ig->rows[i];
+    for (size_t i = 0; i < b->n; i++) {
+        struct item *it = &b->items[i];
+        struct store_row *r = &b->rows[i];
         memset(r, 0, sizeof *r);
         r->topic = rd_kafka_topic_name(it->msg->rkt);
         r->partition = it->msg->partition;
@@ -220,12 +263,13 @@ static void fill_rows(struct ingest *ig)
     }
 }
 
-/* After COMMIT: counts outcomes and stores offset+1 per partition. */
-static void after_commit(struct ingest *ig)
+/* After COMMIT: counts outcomes and stores offset+1 per partition.  Runs on
+ * the writer thread (librdkafka's offset store is thread-safe). */
+static void after_commit(struct ingest *ig, const struct batch *b)
 {
-    for (size_t i = 0; i < ig->n_items; i++) {
-        const struct store_row *r = &ig->rows[i];
-        int k = ig->items[i].kind;
+    for (size_t i = 0; i < b->n; i++) {
+        const struct store_row *r = &b->rows[i];
+        int k = b->items[i].kind;
         if (k < 0)
             k = 0; /* unknown topics cannot be subscribed; keep counts total */
         struct topic_stats *ts = &ig->stats[k];
@@ -252,8 +296,8 @@ static void after_commit(struct ingest *ig)
     FAILPOINT("ingest.after_commit");
 
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
-    for (size_t i = 0; i < ig->n_items; i++) {
-        const rd_kafka_message_t *m = ig->items[i].msg;
+    for (size_t i = 0; i < b->n; i++) {
+        const rd_kafka_message_t *m = b->items[i].msg;
         const char *t = rd_kafka_topic_name(m->rkt);
         rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(l, t, m->partition);
         if (!p)
@@ -275,12 +319,12 @@ static void after_commit(struct ingest *ig)
     FAILPOINT("ingest.after_offsets_store");
 }
 
-/* Writes the in-flight batch once.  Returns 0 when committed (batch cleared)
- * or -1 (batch kept for a retry). */
-static int flush_once(struct ingest *ig)
+/* Writes b once (on whichever thread owns the store at the time).  Returns 0
+ * when committed (b cleared) or -1 (b kept for a retry). */
+static int write_batch(struct ingest *ig, struct batch *b)
 {
     char err[512];
-    if (ig->n_items == 0)
+    if (b->n == 0)
         return 0;
     if (!atomic_load(&ig->db_ok)) {
         if (store_reconnect(ig->store, err, sizeof err) != 0) {
@@ -290,21 +334,77 @@ static int flush_once(struct ingest *ig)
         log_info("ingest: reconnected to PostgreSQL");
         atomic_store(&ig->db_ok, 1);
     }
-    fill_rows(ig);
+    fill_rows(b);
     int64_t t0 = util_now_mono_us();
-    if (store_write_batch(ig->store, ig->group_id, ig->rows, ig->n_items, err, sizeof err) != 0) {
+    if (store_write_batch(ig->store, ig->group_id, b->rows, b->n, err, sizeof err) != 0) {
         char perr[8];
         atomic_store(&ig->db_ok, store_ping(ig->store, perr, sizeof perr) == 0);
-        log_warn("ingest: writing a batch of %zu failed (will retry): %s", ig->n_items, err);
+        log_warn("ingest: writing a batch of %zu failed (will retry): %s", b->n, err);
         return -1;
     }
     metrics_histogram_observe(&ig->commit_seconds, (double)(util_now_mono_us() - t0) / 1e6);
     atomic_fetch_add(&ig->batches, 1);
     atomic_store(&ig->db_ok, 1);
-    after_commit(ig);
-    log_debug("ingest: committed a batch of %zu", ig->n_items);
-    batch_clear(ig);
+    after_commit(ig, b);
+    log_debug("ingest: committed a batch of %zu", b->n);
+    batch_clear(b);
     return 0;
+}
+
+/* ---- the writer thread ------------------------------------------------------ */
+
+static void *writer_main(void *arg)
+{
+    struct ingest *ig = arg;
+    pthread_mutex_lock(&ig->wmu);
+    for (;;) {
+        while (ig->wstate != W_BUSY && !ig->wquit)
+            pthread_cond_wait(&ig->wcv, &ig->wmu);
+        if (ig->wquit)
+            break;
+        pthread_mutex_unlock(&ig->wmu);
+        int rc = write_batch(ig, &ig->flight);
+        pthread_mutex_lock(&ig->wmu);
+        ig->wstate = rc == 0 ? W_DONE_OK : W_DONE_FAIL;
+        pthread_cond_broadcast(&ig->wcv);
+    }
+    pthread_mutex_unlock(&ig->wmu);
+    return NULL;
+}
+
+/* Hands `flight` to the writer.  The writer must be idle. */
+static void writer_submit(struct ingest *ig)
+{
+    pthread_mutex_lock(&ig->wmu);
+    ig->wstate = W_BUSY;
+    pthread_cond_broadcast(&ig->wcv);
+    pthread_mutex_unlock(&ig->wmu);
+}
+
+/* Waits up to timeout_ms (-1 = forever) for the writer to finish.  Returns
+ * its state, which is W_BUSY only when the wait timed out. */
+static enum writer_state writer_wait(struct ingest *ig, int timeout_ms)
+{
+    pthread_mutex_lock(&ig->wmu);
+    if (timeout_ms < 0) {
+        while (ig->wstate == W_BUSY)
+            pthread_cond_wait(&ig->wcv, &ig->wmu);
+    } else if (ig->wstate == W_BUSY) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += timeout_ms / 1000;
+        ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        while (ig->wstate == W_BUSY &&
+               pthread_cond_timedwait(&ig->wcv, &ig->wmu, &ts) != ETIMEDOUT) {
+        }
+    }
+    enum writer_state st = ig->wstate;
+    pthread_mutex_unlock(&ig->wmu);
+    return st;
 }
 
 static void set_paused(struct ingest *ig, int pause)
@@ -348,16 +448,55 @@ static void schedule_retry(struct ingest *ig)
     atomic_fetch_add(&ig->retries, 1);
 }
 
-static void flush_or_pause(struct ingest *ig)
+/*
+ * Takes the writer's result when it has one (loop thread): on success the
+ * partitions resume if they were paused; on failure they pause and a retry of
+ * the same batch is scheduled.  Returns the writer's state after that.
+ */
+static enum writer_state writer_collect(struct ingest *ig)
 {
-    if (flush_once(ig) == 0) {
+    enum writer_state st = writer_wait(ig, 0);
+    if (st == W_DONE_OK) {
         if (ig->paused)
             set_paused(ig, 0);
         ig->attempts = 0;
-        return;
+    } else if (st == W_DONE_FAIL) {
+        set_paused(ig, 1);
+        schedule_retry(ig);
+    } else {
+        return st;
     }
-    set_paused(ig, 1);
-    schedule_retry(ig);
+    pthread_mutex_lock(&ig->wmu);
+    ig->wstate = W_IDLE;
+    pthread_mutex_unlock(&ig->wmu);
+    return W_IDLE;
+}
+
+/*
+ * Writes everything held, in order, and waits for it (loop thread): first a
+ * batch kept from a failed write, then the filling one.  Returns 0 when both
+ * are committed, -1 when a write failed (what failed stays in `flight`).
+ */
+static int flush_all_sync(struct ingest *ig)
+{
+    if (writer_wait(ig, -1) != W_IDLE)
+        (void)writer_collect(ig);
+    if (ig->flight.n > 0) {
+        writer_submit(ig);
+        enum writer_state st = writer_wait(ig, -1);
+        (void)writer_collect(ig);
+        if (st != W_DONE_OK)
+            return -1;
+    }
+    if (ig->fill.n > 0) {
+        batch_swap(&ig->fill, &ig->flight);
+        writer_submit(ig);
+        enum writer_state st = writer_wait(ig, -1);
+        (void)writer_collect(ig);
+        if (st != W_DONE_OK)
+            return -1;
+    }
+    return 0;
 }
 
 /* ---- rebalancing ---------------------------------------------------------- */
@@ -391,6 +530,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     struct ingest *ig = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        /* The store belongs to the loop only while the writer is idle. */
+        (void)writer_wait(ig, -1);
+        (void)writer_collect(ig);
         seek_from_database(ig, parts);
         rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
         if (e)
@@ -408,14 +550,18 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         return;
     }
     int lost = rd_kafka_assignment_lost(rk);
-    if (ig->n_items > 0) {
-        if (!lost && flush_once(ig) == 0) {
-            log_info("ingest: wrote the in-flight batch before giving up partitions");
+    (void)writer_wait(ig, -1);
+    (void)writer_collect(ig);
+    size_t held = ig->fill.n + ig->flight.n;
+    if (held > 0) {
+        if (!lost && flush_all_sync(ig) == 0) {
+            log_info("ingest: wrote the in-flight messages before giving up partitions");
         } else {
             log_warn("ingest: dropping %zu unwritten message(s) on revoke; their offsets "
                      "were not stored, so they will be read again",
-                     ig->n_items);
-            batch_clear(ig);
+                     ig->fill.n + ig->flight.n);
+            batch_clear(&ig->fill);
+            batch_clear(&ig->flight);
         }
     }
     if (ig->paused) {
@@ -488,6 +634,8 @@ int ingest_new(const struct cfg *cfg, struct ingest **out, char *err, size_t err
         return -1;
     }
     pthread_mutex_init(&ig->lag_mu, NULL);
+    pthread_mutex_init(&ig->wmu, NULL);
+    pthread_cond_init(&ig->wcv, NULL);
     if (metrics_histogram_init(&ig->commit_seconds, bounds, sizeof bounds / sizeof bounds[0]) !=
         0) {
         util_fmt(err, errlen, "histogram bounds");
@@ -540,6 +688,11 @@ int ingest_new(const struct cfg *cfg, struct ingest **out, char *err, size_t err
         goto out;
     }
     rd_kafka_poll_set_consumer(ig->rk);
+    if (pthread_create(&ig->writer, NULL, writer_main, ig) != 0) {
+        util_fmt(err, errlen, "cannot start the writer thread");
+        goto out;
+    }
+    ig->writer_started = 1;
     *out = ig;
     ig = NULL;
     rc = 0;
@@ -564,13 +717,17 @@ static int subscribe(struct ingest *ig, char *err, size_t errlen)
     return 0;
 }
 
-static int batch_due(const struct ingest *ig, int64_t now)
+static int batch_full(const struct ingest *ig, const struct batch *b)
 {
-    if (ig->n_items == 0)
+    return (int64_t)b->n >= atomic_load(&ig->batch_messages) ||
+           (int64_t)b->bytes >= atomic_load(&ig->batch_bytes);
+}
+
+static int batch_due(const struct ingest *ig, const struct batch *b, int64_t now)
+{
+    if (b->n == 0)
         return 0;
-    return (int64_t)ig->n_items >= atomic_load(&ig->batch_messages) ||
-           (int64_t)ig->batch_bytes_now >= atomic_load(&ig->batch_bytes) ||
-           now - ig->batch_started_us >= atomic_load(&ig->batch_wait_ms) * 1000;
+    return batch_full(ig, b) || now - b->started_us >= atomic_load(&ig->batch_wait_ms) * 1000;
 }
 
 /* Handles one poll result.  Returns -1 on a fatal consumer error. */
@@ -600,19 +757,31 @@ static int handle_message(struct ingest *ig, rd_kafka_message_t *m, char *err, s
     return 0;
 }
 
-/* Shutdown: write what is in flight, commit, close with a watchdog. */
+/* Shutdown: write what is held, commit, close with a watchdog. */
 static int drain(struct ingest *ig)
 {
     int rc = 0;
+    char err[256];
     int64_t deadline = util_now_mono_us() + atomic_load(&ig->drain_ms) * 1000;
-    while (ig->n_items > 0) {
-        if (flush_once(ig) == 0)
+    for (;;) {
+        (void)writer_wait(ig, -1);
+        (void)writer_collect(ig);
+        if (ig->fill.n + ig->flight.n == 0)
             break;
+        int64_t left_ms = (deadline - util_now_mono_us()) / 1000;
+        if (left_ms > 0) {
+            /* A write stuck on a lock must not outlive the drain timeout. */
+            if (store_set_statement_timeout(ig->store, left_ms, err, sizeof err) != 0)
+                log_warn("ingest: %s", err);
+            if (flush_all_sync(ig) == 0)
+                break;
+        }
         if (util_now_mono_us() >= deadline) {
             log_error("ingest: could not write the last %zu message(s) before the drain "
                       "timeout; they were not acknowledged and will be read again",
-                      ig->n_items);
-            batch_clear(ig);
+                      ig->fill.n + ig->flight.n);
+            batch_clear(&ig->fill);
+            batch_clear(&ig->flight);
             rc = 1;
             break;
         }
@@ -666,21 +835,34 @@ int ingest_run(struct ingest *ig, volatile sig_atomic_t *stop, ingest_tick_fn ti
         if (tick)
             tick(ig, ud);
 
-        if (ig->paused) {
-            if (now >= ig->next_retry_us)
-                flush_or_pause(ig);
-        } else if (batch_due(ig, now)) {
-            flush_or_pause(ig);
+        enum writer_state ws = writer_collect(ig);
+        if (ws == W_IDLE) {
+            if (ig->paused) {
+                if (now >= ig->next_retry_us && ig->flight.n > 0)
+                    writer_submit(ig);
+                else if (ig->flight.n == 0)
+                    set_paused(ig, 0); /* nothing left to retry (revoked) */
+            } else if (ig->flight.n == 0 && batch_due(ig, &ig->fill, now)) {
+                batch_swap(&ig->fill, &ig->flight);
+                writer_submit(ig);
+            }
         }
         if (now - last_lag > 1000000) {
             update_lag(ig);
             last_lag = now;
         }
+        /* Back-pressure: with a full batch waiting behind a busy writer, wait
+         * for the writer rather than read more.  Heartbeats go on in
+         * librdkafka's own threads. */
+        if (!ig->paused && batch_full(ig, &ig->fill) && writer_wait(ig, 0) == W_BUSY) {
+            (void)writer_wait(ig, 100);
+            continue;
+        }
 
         int timeout = 100;
-        if (!ig->paused && ig->n_items > 0) {
+        if (!ig->paused && ig->fill.n > 0) {
             int64_t left =
-                (ig->batch_started_us + atomic_load(&ig->batch_wait_ms) * 1000 - now) / 1000;
+                (ig->fill.started_us + atomic_load(&ig->batch_wait_ms) * 1000 - now) / 1000;
             timeout = left < 0 ? 0 : left < 100 ? (int)left : 100;
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(ig->rk, timeout);
@@ -689,7 +871,7 @@ int ingest_run(struct ingest *ig, volatile sig_atomic_t *stop, ingest_tick_fn ti
             break;
         }
     }
-    log_info("ingest: stopping: draining %zu in-flight message(s)", ig->n_items);
+    log_info("ingest: stopping: draining %zu in-flight message(s)", ig->fill.n + ig->flight.n);
     int rc = drain(ig);
     return fatal ? -1 : rc;
 }
@@ -709,9 +891,15 @@ void ingest_free(struct ingest *ig)
 {
     if (!ig)
         return;
-    batch_clear(ig);
-    free(ig->items);
-    free(ig->rows);
+    if (ig->writer_started) {
+        pthread_mutex_lock(&ig->wmu);
+        ig->wquit = 1;
+        pthread_cond_broadcast(&ig->wcv);
+        pthread_mutex_unlock(&ig->wmu);
+        pthread_join(ig->writer, NULL);
+    }
+    batch_free(&ig->fill);
+    batch_free(&ig->flight);
     if (ig->rk)
         rd_kafka_destroy_flags(ig->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     store_free(ig->store);
@@ -719,6 +907,8 @@ void ingest_free(struct ingest *ig)
     for (int k = 0; k < N_KINDS; k++)
         free(ig->topics[k]);
     pthread_mutex_destroy(&ig->lag_mu);
+    pthread_mutex_destroy(&ig->wmu);
+    pthread_cond_destroy(&ig->wcv);
     free(ig);
 }
 

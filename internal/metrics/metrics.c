@@ -281,9 +281,12 @@ int metrics_server_start(const char *listen, const struct metrics_handlers *h,
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     s->daemon =
-        MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_CONNECTION_LIMIT,
-                         64U, MHD_OPTION_CONNECTION_TIMEOUT, 10U, MHD_OPTION_END);
+        /* The logger goes first so that it also receives messages about
+         * the options after it. */
+        MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
+                         on_mhd_log, NULL, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                         MHD_OPTION_CONNECTION_LIMIT, 64U, MHD_OPTION_CONNECTION_TIMEOUT, 10U,
+                         MHD_OPTION_END);
     if (!s->daemon) {
         util_fmt(err, errlen, "metrics.listen: cannot listen on %s (in use or not local?)", listen);
         goto out;

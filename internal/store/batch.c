@@ -718,3 +718,20 @@ int store_reconnect(struct store *st, char *err, size_t errlen)
     }
     return 0;
 }
+
+int store_set_statement_timeout(struct store *st, int64_t ms, char *err, size_t errlen)
+{
+    PGconn *conn = store_conn(st);
+    char value[32];
+    if (!conn || PQstatus(conn) != CONNECTION_OK) {
+        util_fmt(err, errlen, "not connected");
+        return -1;
+    }
+    util_fmt(value, sizeof value, "%lld", (long long)(ms < 1 ? 1 : ms));
+    const char *params[1] = {value};
+    PGresult *r = PQexecParams(conn, "SELECT set_config('statement_timeout', $1, false)", 1, NULL,
+                               params, NULL, NULL, 0);
+    int rc = classify(conn, r, PGRES_TUPLES_OK, NULL, err, errlen) == PG_OK ? 0 : -1;
+    PQclear(r);
+    return rc;
+}

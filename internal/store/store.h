@@ -179,6 +179,14 @@ int store_load_offsets(struct store *st, const char *group_id, const char *topic
                        const int32_t *partitions, size_t n, int64_t *next, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/*
+ * Sets the session's statement_timeout (milliseconds; lock waits count).
+ * The daemon uses it to bound its last write on shutdown.  Returns 0 or -1
+ * with a reason.
+ */
+int store_set_statement_timeout(struct store *st, int64_t ms, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* Runs SELECT 1.  Returns 0 when the database answers, -1 with a reason. */
 int store_ping(struct store *st, char *err, size_t errlen) __attribute__((warn_unused_result));
 
