@@ -112,6 +112,8 @@ struct ingest {
     pthread_cond_t wcv;
     enum writer_state wstate;
     int wquit;
+    /* Where the time goes, for the shutdown log line (microseconds). */
+    int64_t t_poll, t_decode, t_backpressure, t_write;
 
     /* database retry state (loop thread only) */
     int paused;
@@ -363,7 +365,9 @@ static void *writer_main(void *arg)
         if (ig->wquit)
             break;
         pthread_mutex_unlock(&ig->wmu);
+        int64_t t0 = util_now_mono_us();
         int rc = write_batch(ig, &ig->flight);
+        ig->t_write += util_now_mono_us() - t0;
         pthread_mutex_lock(&ig->wmu);
         ig->wstate = rc == 0 ? W_DONE_OK : W_DONE_FAIL;
         pthread_cond_broadcast(&ig->wcv);
@@ -855,7 +859,9 @@ int ingest_run(struct ingest *ig, volatile sig_atomic_t *stop, ingest_tick_fn ti
          * for the writer rather than read more.  Heartbeats go on in
          * librdkafka's own threads. */
         if (!ig->paused && batch_full(ig, &ig->fill) && writer_wait(ig, 0) == W_BUSY) {
+            int64_t t0 = util_now_mono_us();
             (void)writer_wait(ig, 100);
+            ig->t_backpressure += util_now_mono_us() - t0;
             continue;
         }
 
@@ -865,13 +871,21 @@ int ingest_run(struct ingest *ig, volatile sig_atomic_t *stop, ingest_tick_fn ti
                 (ig->fill.started_us + atomic_load(&ig->batch_wait_ms) * 1000 - now) / 1000;
             timeout = left < 0 ? 0 : left < 100 ? (int)left : 100;
         }
+        int64_t t0 = util_now_mono_us();
         rd_kafka_message_t *m = rd_kafka_consumer_poll(ig->rk, timeout);
+        int64_t t1 = util_now_mono_us();
+        ig->t_poll += t1 - t0;
         if (m && handle_message(ig, m, err, errlen) != 0) {
             fatal = 1;
             break;
         }
+        ig->t_decode += util_now_mono_us() - t1;
     }
     log_info("ingest: stopping: draining %zu in-flight message(s)", ig->fill.n + ig->flight.n);
+    log_info("ingest: loop time: %.1f s polling, %.1f s decoding, %.1f s waiting for the "
+             "writer; writer: %.1f s writing",
+             (double)ig->t_poll / 1e6, (double)ig->t_decode / 1e6, (double)ig->t_backpressure / 1e6,
+             (double)ig->t_write / 1e6);
     int rc = drain(ig);
     return fatal ? -1 : rc;
 }
