@@ -137,7 +137,7 @@ void tdaemon_config(struct tdaemon *d, const char *name, const char *brokers, co
     fprintf(f,
             "kafka:\n  brokers: \"%s\"\n  group_id: \"%s\"\n"
             "  properties:\n    session.timeout.ms: \"6000\"\n"
-            "    heartbeat.interval.ms: \"500\"\n    topic.metadata.refresh.interval.ms: \"1000\"\n"
+            "    heartbeat.interval.ms: \"500\"\n"
             "metrics:\n  listen: \"127.0.0.1:0\"\n"
             "log:\n  level: info\n"
             "%s",
