@@ -69,6 +69,12 @@ struct item {
     char reason[EVENT_REASON_MAX];
 };
 
+struct committed_pos {
+    int kind; /* index into topics[] */
+    int32_t partition;
+    int64_t next;
+};
+
 /* A batch of consumed messages and their rows for the store. */
 struct batch {
     struct item *items;
@@ -112,6 +118,17 @@ struct ingest {
     pthread_cond_t wcv;
     enum writer_state wstate;
     int wquit;
+    /*
+     * The next offset this process saw committed, per partition (writer
+     * thread, or the loop while the writer is idle).  After a reconnect the
+     * database must still have at least these; if it has less, it lost
+     * acknowledged commits (asynchronous commit, failover to a lagging
+     * replica, a restore) and `rewind` asks the loop to drop what it holds
+     * and read again from the database's offsets.
+     */
+    struct committed_pos *committed;
+    size_t n_committed, cap_committed;
+    int rewind;
     /* Where the time goes, for the shutdown log line (microseconds). */
     int64_t t_poll, t_decode, t_backpressure, t_write;
 
@@ -265,6 +282,56 @@ static void fill_rows(struct batch *b)
     }
 }
 
+static void note_committed(struct ingest *ig, const char *topic, int32_t partition, int64_t next)
+{
+    int k = kind_of_topic(ig, topic);
+    if (k < 0)
+        return;
+    for (size_t i = 0; i < ig->n_committed; i++) {
+        struct committed_pos *c = &ig->committed[i];
+        if (c->kind == k && c->partition == partition) {
+            if (next > c->next)
+                c->next = next;
+            return;
+        }
+    }
+    if (ig->n_committed == ig->cap_committed) {
+        size_t cap = ig->cap_committed ? ig->cap_committed * 2 : 64;
+        struct committed_pos *p = util_realloc(ig->committed, cap * sizeof *p);
+        if (!p)
+            return; /* only weakens the after-reconnect check for this partition */
+        ig->committed = p;
+        ig->cap_committed = cap;
+    }
+    ig->committed[ig->n_committed++] = (struct committed_pos){k, partition, next};
+}
+
+/*
+ * After a reconnect: does the database still have every position this
+ * process saw committed?  Returns 0 when it does (or cannot tell), -1 when
+ * it lost some (logged).
+ */
+static int check_positions(struct ingest *ig)
+{
+    char err[256];
+    int lost = 0;
+    for (size_t i = 0; i < ig->n_committed; i++) {
+        struct committed_pos *c = &ig->committed[i];
+        int64_t db = -1;
+        if (store_load_offsets(ig->store, ig->group_id, ig->topics[c->kind], &c->partition, 1, &db,
+                               err, sizeof err) != 0)
+            return 0; /* the write will fail and retry */
+        if (db < c->next) {
+            log_error("ingest: %s[%d]: the database is back at offset %lld but this process "
+                      "saw %lld committed: it lost acknowledged commits; reading again from "
+                      "its position",
+                      ig->topics[c->kind], (int)c->partition, (long long)db, (long long)c->next);
+            lost = 1;
+        }
+    }
+    return lost ? -1 : 0;
+}
+
 /* After COMMIT: counts outcomes and stores offset+1 per partition.  Runs on
  * the writer thread (librdkafka's offset store is thread-safe). */
 static void after_commit(struct ingest *ig, const struct batch *b)
@@ -307,6 +374,8 @@ static void after_commit(struct ingest *ig, const struct batch *b)
         if (m->offset + 1 > p->offset)
             p->offset = m->offset + 1;
     }
+    for (int i = 0; i < l->cnt; i++)
+        note_committed(ig, l->elems[i].topic, l->elems[i].partition, l->elems[i].offset);
     rd_kafka_resp_err_t e = rd_kafka_offsets_store(ig->rk, l);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__STATE)
         log_warn("ingest: storing offsets: %s", rd_kafka_err2str(e));
@@ -335,6 +404,10 @@ static int write_batch(struct ingest *ig, struct batch *b)
         }
         log_info("ingest: reconnected to PostgreSQL");
         atomic_store(&ig->db_ok, 1);
+        if (check_positions(ig) != 0) {
+            ig->rewind = 1;
+            return -1;
+        }
     }
     fill_rows(b);
     int64_t t0 = util_now_mono_us();
@@ -453,6 +526,47 @@ static void schedule_retry(struct ingest *ig)
 }
 
 /*
+ * The database lost commits this process saw acknowledged (loop thread,
+ * writer idle): drop everything held and seek every assigned partition back
+ * to the database's offsets (the beginning where it has none), so the lost
+ * messages are read and written again.
+ */
+static void rewind_to_database(struct ingest *ig)
+{
+    char err[256];
+    rd_kafka_topic_partition_list_t *a = NULL;
+    batch_clear(&ig->fill);
+    batch_clear(&ig->flight);
+    if (ig->paused)
+        set_paused(ig, 0);
+    ig->attempts = 0;
+    if (rd_kafka_assignment(ig->rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR && a) {
+        for (int i = 0; i < a->cnt; i++) {
+            int64_t db = -1;
+            if (store_load_offsets(ig->store, ig->group_id, a->elems[i].topic,
+                                   &a->elems[i].partition, 1, &db, err, sizeof err) != 0) {
+                log_error("ingest: rewind: %s", err);
+                db = RD_KAFKA_OFFSET_BEGINNING;
+            }
+            a->elems[i].offset = db >= 0 ? db : RD_KAFKA_OFFSET_BEGINNING;
+        }
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(ig->rk, a, 10000);
+        if (e) {
+            log_error("ingest: rewind: seek: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+        for (int i = 0; i < a->cnt; i++) {
+            if (a->elems[i].err)
+                log_error("ingest: rewind: seek %s[%d]: %s", a->elems[i].topic,
+                          (int)a->elems[i].partition, rd_kafka_err2str(a->elems[i].err));
+        }
+        rd_kafka_topic_partition_list_destroy(a);
+    }
+    ig->n_committed = 0; /* the database's positions are the truth again */
+    ig->rewind = 0;
+}
+
+/*
  * Takes the writer's result when it has one (loop thread): on success the
  * partitions resume if they were paused; on failure they pause and a retry of
  * the same batch is scheduled.  Returns the writer's state after that.
@@ -464,6 +578,8 @@ static enum writer_state writer_collect(struct ingest *ig)
         if (ig->paused)
             set_paused(ig, 0);
         ig->attempts = 0;
+    } else if (st == W_DONE_FAIL && ig->rewind) {
+        rewind_to_database(ig);
     } else if (st == W_DONE_FAIL) {
         set_paused(ig, 1);
         schedule_retry(ig);
@@ -914,6 +1030,7 @@ void ingest_free(struct ingest *ig)
     }
     batch_free(&ig->fill);
     batch_free(&ig->flight);
+    free(ig->committed);
     if (ig->rk)
         rd_kafka_destroy_flags(ig->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     store_free(ig->store);

@@ -399,6 +399,78 @@ static void test_ingest_rows_refused_by_database_become_dead_letters(void **stat
     assert_int_equal(tmock_stop(&m), 0);
 }
 
+struct offset_wait {
+    PGconn *conn;
+    long want;
+};
+
+static int offsets_reached(void *ud)
+{
+    struct offset_wait *w = ud;
+    char *v = testenv_query_value(w->conn, "SELECT coalesce(sum(next_offset), 0) FROM "
+                                           "ingest_offsets");
+    long got = strtol(v, NULL, 10);
+    free(v);
+    return got >= w->want;
+}
+
+/* If the database comes back without commits this process saw acknowledged
+ * (asynchronous commit, failover to a lagging replica, a restore), the daemon
+ * notices after reconnecting and reads those messages again: nothing lost. */
+static void test_ingest_rewinds_when_database_lost_commits(void **state)
+{
+    (void)state;
+    char dsn[512], pa[512], pb[512];
+    const char *bin = testenv_get("UNDERSTUDY_BIN");
+    const char *tmp = testenv_get("UNDERSTUDY_TEST_TMP");
+    testenv_create_db("understudy_t_ingest_rewind", dsn, sizeof dsn);
+    migrate_db(dsn);
+    struct tmock m;
+    tmock_start(&m, "ops.actions,ops.states,ops.feedback", 1);
+    struct tgen ga = {.kind = "state", .n = 1000, .first_id = 1, .prefix = "ra", .seed = 3};
+    struct tgen gb = {.kind = "state", .n = 500, .first_id = 1, .prefix = "rb", .seed = 4};
+    struct tgen_counts ca, cb;
+    snprintf(pa, sizeof pa, "%s/rewind-a.jsonl", tmp);
+    snprintf(pb, sizeof pb, "%s/rewind-b.jsonl", tmp);
+    tgen_write(&ga, pa, &ca);
+    tgen_write(&gb, pb, &cb);
+
+    struct tdaemon d;
+    tdaemon_config(&d, "rewind", m.brokers, "rewind", "ingest:\n  batch_messages: 100\n");
+    tdaemon_start(&d, bin, dsn, NULL);
+    tdaemon_wait_ready(&d, 45);
+    treplay(bin, m.brokers, "ops.states", pa);
+    PGconn *c = testenv_connect(dsn);
+    struct offset_wait w = {c, 1000};
+    assert_true(twait_until(offsets_reached, &w, 60));
+
+    /* The database "loses" the last 400 acknowledged messages, and the
+     * daemon's session with it. */
+    char st[6];
+    assert_int_equal(testenv_exec_status(c, "DELETE FROM state_events WHERE src_offset >= 600", st),
+                     PGRES_COMMAND_OK);
+    assert_int_equal(testenv_exec_status(c, "UPDATE ingest_offsets SET next_offset = 600", st),
+                     PGRES_COMMAND_OK);
+    char *v = testenv_query_value(c, "SELECT count(pg_terminate_backend(pid)) FROM "
+                                     "pg_stat_activity WHERE application_name = 'understudy'"
+                                     " AND datname = current_database()");
+    assert_true(strtol(v, NULL, 10) >= 1);
+    free(v);
+
+    /* New messages make the daemon write, fail, reconnect and notice. */
+    treplay(bin, m.brokers, "ops.states", pb);
+    w.want = 1500;
+    if (!twait_until(offsets_reached, &w, 60))
+        fail_msg("the daemon did not catch up in 60 s; see %s", d.log);
+    assert_true(log_contains(d.log, "lost acknowledged commits"));
+    assert_int_equal(tcount(c, "state_events"), 1500);
+    assert_int_equal(tcount(c, "state_events WHERE event_id LIKE 'ra-%'"), 1000);
+    assert_int_equal(tcount(c, "(SELECT DISTINCT src_offset FROM state_events) s"), 1500);
+    PQfinish(c);
+    assert_int_equal(tdaemon_stop(&d, SIGTERM, 30), 0);
+    assert_int_equal(tmock_stop(&m), 0);
+}
+
 /* The daemon refuses to start on a database without the schema. */
 static void test_ingest_refuses_unmigrated_database(void **state)
 {
@@ -426,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_ingest_sighup_reload_applies_valid_refuses_invalid),
         cmocka_unit_test(test_ingest_endpoints_answer),
         cmocka_unit_test(test_ingest_rows_refused_by_database_become_dead_letters),
+        cmocka_unit_test(test_ingest_rewinds_when_database_lost_commits),
         cmocka_unit_test(test_ingest_refuses_unmigrated_database),
     };
     return cmocka_run_group_tests_name("ingest", tests, NULL, NULL);
