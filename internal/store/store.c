@@ -26,7 +26,6 @@
 /* Longest password accepted from a password file, in bytes. */
 #define STORE_PASSWORD_MAX 1024
 
-
 /* Server NOTICE/WARNING messages (e.g. "relation exists, skipping"). */
 static void store_notice(void *arg, const PGresult *res)
 {
