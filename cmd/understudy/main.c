@@ -101,6 +101,42 @@ static int usage_error(const char *name, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+/* The usage error for getopt_long's ':' (missing value) and '?' results. */
+static int option_error(const char *name, int c, char **argv)
+{
+    if (c == ':')
+        return usage_error(name, "option %s needs a value", argv[optind - 1]);
+    return usage_error(name, "unknown option %s", argv[optind - 1]);
+}
+
+/*
+ * Parses the options of commands that take only [-c FILE]: returns -1 with
+ * *path set to go on, or the exit status to return (help, bad usage).
+ */
+static int parse_config_only(const char *name, int argc, char **argv, const char **path)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    *path = NULL;
+    while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
+        if (c == 'c') {
+            *path = optarg;
+        } else if (c == 'h') {
+            print_command_usage(stdout, find_command(name));
+            return 0;
+        } else {
+            return option_error(name, c, argv);
+        }
+    }
+    if (optind < argc)
+        return usage_error(name, "unexpected argument %s", argv[optind]);
+    return -1;
+}
+
 /* The configuration file to read: -c, else $UNDERSTUDY_CONFIG, else none. */
 static const char *config_path_from(const char *opt)
 {
@@ -139,29 +175,10 @@ static int parse_int_arg(const char *s, long lo, long hi, long *out)
 
 static int cmd_check_config(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *path = NULL;
-    int c;
-    while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            path = optarg;
-            break;
-        case 'h':
-            print_command_usage(stdout, find_command("check-config"));
-            return 0;
-        case ':':
-            return usage_error("check-config", "option %s needs a value", argv[optind - 1]);
-        default:
-            return usage_error("check-config", "unknown option %s", argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return usage_error("check-config", "unexpected argument %s", argv[optind]);
+    const char *path;
+    int st = parse_config_only("check-config", argc, argv, &path);
+    if (st >= 0)
+        return st;
 
     struct cfg *cfg = load_config(config_path_from(path));
     if (!cfg)
@@ -195,10 +212,8 @@ static int cmd_migrate(int argc, char **argv)
         case 'h':
             print_command_usage(stdout, find_command("migrate"));
             return 0;
-        case ':':
-            return usage_error("migrate", "option %s needs a value", argv[optind - 1]);
         default:
-            return usage_error("migrate", "unknown option %s", argv[optind - 1]);
+            return option_error("migrate", c, argv);
         }
     }
     if (optind < argc)
@@ -307,10 +322,8 @@ static int cmd_mock_kafka(int argc, char **argv)
         case 'h':
             print_command_usage(stdout, find_command("mock-kafka"));
             return 0;
-        case ':':
-            return usage_error("mock-kafka", "option %s needs a value", argv[optind - 1]);
         default:
-            return usage_error("mock-kafka", "unknown option %s", argv[optind - 1]);
+            return option_error("mock-kafka", c, argv);
         }
     }
     if (optind < argc)
@@ -364,33 +377,15 @@ static void daemon_tick(struct ingest *ig, void *ud)
 
 static int cmd_run(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *path = NULL;
-    int c, rc = 1;
+    const char *path;
+    int rc = 1;
     char err[1024];
     struct ingest *ig = NULL;
     struct metrics_server *ms = NULL;
 
-    while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            path = optarg;
-            break;
-        case 'h':
-            print_command_usage(stdout, find_command("run"));
-            return 0;
-        case ':':
-            return usage_error("run", "option %s needs a value", argv[optind - 1]);
-        default:
-            return usage_error("run", "unknown option %s", argv[optind - 1]);
-        }
-    }
-    if (optind < argc)
-        return usage_error("run", "unexpected argument %s", argv[optind]);
+    int st = parse_config_only("run", argc, argv, &path);
+    if (st >= 0)
+        return st;
 
     struct daemon d = {config_path_from(path), NULL};
     d.cfg = load_config(d.path);
@@ -480,10 +475,8 @@ static int cmd_replay(int argc, char **argv)
         case 'h':
             print_command_usage(stdout, find_command("replay"));
             return 0;
-        case ':':
-            return usage_error("replay", "option %s needs a value", argv[optind - 1]);
         default:
-            return usage_error("replay", "unknown option %s", argv[optind - 1]);
+            return option_error("replay", c, argv);
         }
     }
     if (!ro.topic)

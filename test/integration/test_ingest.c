@@ -17,19 +17,6 @@
 #include "tdaemon.h"
 #include "testenv.h"
 
-static void migrate_db(const char *dsn)
-{
-    const char *bin = testenv_get("UNDERSTUDY_BIN");
-    const char *argv[] = {bin, "migrate", NULL};
-    char *err = NULL;
-    setenv("UNDERSTUDY_PG_DSN", dsn, 1);
-    int rc = testenv_run(argv, NULL, NULL, &err);
-    unsetenv("UNDERSTUDY_PG_DSN");
-    if (rc != 0)
-        fail_msg("migrate: %s", err);
-    free(err);
-}
-
 struct consumed_wait {
     struct tdaemon *d;
     const char *series[2];
@@ -57,7 +44,7 @@ static void test_ingest_exact_accounting_50k(void **state)
     const char *bin = testenv_get("UNDERSTUDY_BIN");
     const char *tmp = testenv_get("UNDERSTUDY_TEST_TMP");
     testenv_create_db("understudy_t_ingest_acct", dsn, sizeof dsn);
-    migrate_db(dsn);
+    tmigrate(dsn);
 
     struct tmock m;
     tmock_start(&m, "ops.actions,ops.states,ops.feedback", 3);
@@ -190,7 +177,7 @@ static void test_ingest_dead_letter_committed_before_offset_passes_it(void **sta
     char dsn[512], path[512];
     const char *bin = testenv_get("UNDERSTUDY_BIN");
     testenv_create_db("understudy_t_ingest_order", dsn, sizeof dsn);
-    migrate_db(dsn);
+    tmigrate(dsn);
     struct tmock m;
     tmock_start(&m, "ops.actions,ops.states,ops.feedback", 1);
 
@@ -261,7 +248,7 @@ static void test_ingest_sighup_reload_applies_valid_refuses_invalid(void **state
     char dsn[512];
     const char *bin = testenv_get("UNDERSTUDY_BIN");
     testenv_create_db("understudy_t_ingest_hup", dsn, sizeof dsn);
-    migrate_db(dsn);
+    tmigrate(dsn);
     struct tmock m;
     tmock_start(&m, "ops.actions,ops.states,ops.feedback", 1);
     struct tdaemon d;
@@ -309,7 +296,7 @@ static void test_ingest_endpoints_answer(void **state)
     char dsn[512];
     const char *bin = testenv_get("UNDERSTUDY_BIN");
     testenv_create_db("understudy_t_ingest_http", dsn, sizeof dsn);
-    migrate_db(dsn);
+    tmigrate(dsn);
     struct tmock m;
     tmock_start(&m, "ops.actions,ops.states,ops.feedback", 2);
     struct tdaemon d;
@@ -340,7 +327,7 @@ static void test_ingest_rows_refused_by_database_become_dead_letters(void **stat
     char dsn[512], path[512];
     const char *bin = testenv_get("UNDERSTUDY_BIN");
     testenv_create_db("understudy_t_ingest_refused", dsn, sizeof dsn);
-    migrate_db(dsn);
+    tmigrate(dsn);
     PGconn *c = testenv_connect(dsn);
     char st[6];
     /* A rule the decoder does not know about, as a stand-in for any
@@ -424,7 +411,7 @@ static void test_ingest_rewinds_when_database_lost_commits(void **state)
     const char *bin = testenv_get("UNDERSTUDY_BIN");
     const char *tmp = testenv_get("UNDERSTUDY_TEST_TMP");
     testenv_create_db("understudy_t_ingest_rewind", dsn, sizeof dsn);
-    migrate_db(dsn);
+    tmigrate(dsn);
     struct tmock m;
     tmock_start(&m, "ops.actions,ops.states,ops.feedback", 1);
     struct tgen ga = {.kind = "state", .n = 1000, .first_id = 1, .prefix = "ra", .seed = 3};

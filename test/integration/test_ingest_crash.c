@@ -157,18 +157,6 @@ static const char *log_tail(const char *path)
     return "(its last lines are printed above)";
 }
 
-static void migrate_db(const char *dsn)
-{
-    const char *argv[] = {testenv_get("UNDERSTUDY_BIN"), "migrate", NULL};
-    char *err = NULL;
-    setenv("UNDERSTUDY_PG_DSN", dsn, 1);
-    int rc = testenv_run(argv, NULL, NULL, &err);
-    unsetenv("UNDERSTUDY_PG_DSN");
-    if (rc != 0)
-        fail_msg("migrate exited %d: %s", rc, err);
-    free(err);
-}
-
 static void exec_ok(PGconn *c, const char *sql)
 {
     PGresult *r = PQexec(c, sql);
@@ -644,7 +632,7 @@ static int setup_group(void **state)
 static PGconn *db_create(const char *name, char *dsn, size_t dsnlen)
 {
     testenv_create_db(name, dsn, dsnlen);
-    migrate_db(dsn);
+    tmigrate(dsn);
     PGconn *c = testenv_connect(dsn);
     exec_ok(c, schema_sql);
     return c;

@@ -105,19 +105,6 @@ static int fx_teardown(void **state)
     return rc;
 }
 
-static void migrate_db(const char *dsn)
-{
-    const char *bin = testenv_get("UNDERSTUDY_BIN");
-    const char *argv[] = {bin, "migrate", NULL};
-    char *err = NULL;
-    setenv("UNDERSTUDY_PG_DSN", dsn, 1);
-    int rc = testenv_run(argv, NULL, NULL, &err);
-    unsetenv("UNDERSTUDY_PG_DSN");
-    if (rc != 0)
-        fail_msg("migrate exited %d: %s", rc, err);
-    free(err);
-}
-
 /*
  * Starts `understudy replay --rate N --topic T path` in the background, so
  * the stream keeps flowing while the test stops things.  Its output goes to
@@ -522,7 +509,7 @@ static void test_ingest_outage_postgres_down_20s_pauses_resumes_loses_nothing(vo
     const char *bin = testenv_get("UNDERSTUDY_BIN");
     const char *tmp = testenv_get("UNDERSTUDY_TEST_TMP");
     testenv_create_db("understudy_t_outage_pg", dsn, sizeof dsn);
-    migrate_db(dsn);
+    tmigrate(dsn);
     tmock_start(&f->mock, TOPICS, 3);
     f->mock_up = 1;
 
@@ -658,7 +645,7 @@ static void group_handover(struct outage_fx *f, const char *name, int sig)
     const char *tmp = testenv_get("UNDERSTUDY_TEST_TMP");
     snprintf(db, sizeof db, "understudy_t_outage_%s", name);
     testenv_create_db(db, dsn, sizeof dsn);
-    migrate_db(dsn);
+    tmigrate(dsn);
     tmock_start(&f->mock, TOPICS, GROUP_PARTITIONS);
     f->mock_up = 1;
 

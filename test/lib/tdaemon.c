@@ -413,3 +413,15 @@ long tcount(PGconn *conn, const char *table)
     free(v);
     return n;
 }
+
+void tmigrate(const char *dsn)
+{
+    const char *argv[] = {testenv_get("UNDERSTUDY_BIN"), "migrate", NULL};
+    char *err = NULL;
+    setenv("UNDERSTUDY_PG_DSN", dsn, 1);
+    int rc = testenv_run(argv, NULL, NULL, &err);
+    unsetenv("UNDERSTUDY_PG_DSN");
+    if (rc != 0)
+        fail_msg("migrate exited %d: %s", rc, err);
+    free(err);
+}

@@ -97,6 +97,9 @@ void tgen_write(const struct tgen *g, const char *path, struct tgen_counts *out)
  * fails the test unless every line was delivered. */
 void treplay(const char *bin, const char *brokers, const char *topic, const char *path);
 
+/* Runs `understudy migrate` against dsn; fails the test unless it exits 0. */
+void tmigrate(const char *dsn);
+
 /* SELECT count(*) of a table (name is trusted test text). */
 long tcount(PGconn *conn, const char *table);
 
