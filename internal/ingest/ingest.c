@@ -1078,37 +1078,30 @@ int ingest_render_metrics(struct util_buf *b, void *ud)
                                        (double)atomic_load(&ig->stats[k].dead[c]), "topic",
                                        ig->topics[k], "reason", dl_class_names[c], METRICS_END);
     }
-    rc |= metrics_write_family(b, "understudy_ingest_polled_total", "counter",
-                               "Messages received from Kafka, including ones read again.");
-    rc |= metrics_write_sample(b, "understudy_ingest_polled_total",
-                               (double)atomic_load(&ig->polled), METRICS_END);
-    rc |= metrics_write_family(b, "understudy_ingest_batches_committed_total", "counter",
-                               "Batches committed to PostgreSQL.");
-    rc |= metrics_write_sample(b, "understudy_ingest_batches_committed_total",
-                               (double)atomic_load(&ig->batches), METRICS_END);
+    rc |= metrics_write_scalar(b, "understudy_ingest_polled_total", "counter",
+                               "Messages received from Kafka, including ones read again.",
+                               (double)atomic_load(&ig->polled));
+    rc |=
+        metrics_write_scalar(b, "understudy_ingest_batches_committed_total", "counter",
+                             "Batches committed to PostgreSQL.", (double)atomic_load(&ig->batches));
     rc |= metrics_write_family(b, "understudy_ingest_commit_seconds", "histogram",
                                "Time to write and commit one batch.");
     rc |= metrics_histogram_write(b, "understudy_ingest_commit_seconds", &ig->commit_seconds);
-    rc |= metrics_write_family(b, "understudy_ingest_retries_total", "counter",
-                               "Batch writes retried because the database was unavailable.");
-    rc |= metrics_write_sample(b, "understudy_ingest_retries_total",
-                               (double)atomic_load(&ig->retries), METRICS_END);
-    rc |= metrics_write_family(b, "understudy_ingest_paused", "gauge",
-                               "1 while partitions are paused waiting for the database.");
-    rc |= metrics_write_sample(b, "understudy_ingest_paused", (double)atomic_load(&ig->paused_flag),
-                               METRICS_END);
-    rc |= metrics_write_family(b, "understudy_ingest_paused_seconds_total", "counter",
-                               "Time spent paused waiting for the database.");
-    rc |= metrics_write_sample(b, "understudy_ingest_paused_seconds_total",
-                               (double)atomic_load(&ig->paused_us_total) / 1e6, METRICS_END);
-    rc |= metrics_write_family(b, "understudy_ingest_kafka_errors_total", "counter",
-                               "Errors reported by the Kafka client.");
-    rc |= metrics_write_sample(b, "understudy_ingest_kafka_errors_total",
-                               (double)atomic_load(&ig->kafka_errors), METRICS_END);
-    rc |= metrics_write_family(b, "understudy_ingest_assigned_partitions", "gauge",
-                               "Partitions assigned to this instance.");
-    rc |= metrics_write_sample(b, "understudy_ingest_assigned_partitions",
-                               (double)atomic_load(&ig->n_assigned), METRICS_END);
+    rc |= metrics_write_scalar(b, "understudy_ingest_retries_total", "counter",
+                               "Batch writes retried because the database was unavailable.",
+                               (double)atomic_load(&ig->retries));
+    rc |= metrics_write_scalar(b, "understudy_ingest_paused", "gauge",
+                               "1 while partitions are paused waiting for the database.",
+                               (double)atomic_load(&ig->paused_flag));
+    rc |= metrics_write_scalar(b, "understudy_ingest_paused_seconds_total", "counter",
+                               "Time spent paused waiting for the database.",
+                               (double)atomic_load(&ig->paused_us_total) / 1e6);
+    rc |= metrics_write_scalar(b, "understudy_ingest_kafka_errors_total", "counter",
+                               "Errors reported by the Kafka client.",
+                               (double)atomic_load(&ig->kafka_errors));
+    rc |= metrics_write_scalar(b, "understudy_ingest_assigned_partitions", "gauge",
+                               "Partitions assigned to this instance.",
+                               (double)atomic_load(&ig->n_assigned));
     rc |= metrics_write_family(b, "understudy_ingest_lag", "gauge",
                                "Messages behind the partition's high watermark.");
     pthread_mutex_lock(&ig->lag_mu);

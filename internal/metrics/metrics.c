@@ -99,6 +99,14 @@ int metrics_write_sample(struct util_buf *b, const char *name, double value, ...
     return rc;
 }
 
+int metrics_write_scalar(struct util_buf *b, const char *name, const char *type, const char *help,
+                         double value)
+{
+    if (metrics_write_family(b, name, type, help) != 0)
+        return -1;
+    return metrics_write_sample(b, name, value, METRICS_END);
+}
+
 int metrics_histogram_init(struct metrics_histogram *h, const double *bounds, size_t n)
 {
     if (n > METRICS_MAX_BUCKETS)

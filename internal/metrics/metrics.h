@@ -35,6 +35,10 @@ int metrics_write_family(struct util_buf *b, const char *name, const char *type,
 int metrics_write_sample(struct util_buf *b, const char *name, double value, ...) UTIL_WUR
     __attribute__((sentinel));
 
+/* A family with one unlabelled sample: HELP, TYPE and the value.  0 or -1. */
+int metrics_write_scalar(struct util_buf *b, const char *name, const char *type, const char *help,
+                         double value) UTIL_WUR;
+
 #define METRICS_MAX_BUCKETS 24
 
 /*

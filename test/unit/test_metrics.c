@@ -38,6 +38,16 @@ static void test_metrics_write_sample_escapes_labels_and_formats_values(void **s
     util_buf_deinit(&b);
 }
 
+static void test_metrics_write_scalar_writes_family_and_one_sample(void **state)
+{
+    (void)state;
+    struct util_buf b;
+    util_buf_init(&b);
+    assert_int_equal(metrics_write_scalar(&b, "up", "gauge", "Is it up.", 1), 0);
+    assert_string_equal(b.data, "# HELP up Is it up.\n# TYPE up gauge\nup 1\n");
+    util_buf_deinit(&b);
+}
+
 static void test_metrics_histogram_is_cumulative_with_sum_and_count(void **state)
 {
     (void)state;
@@ -182,6 +192,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metrics_write_sample_escapes_labels_and_formats_values),
+        cmocka_unit_test(test_metrics_write_scalar_writes_family_and_one_sample),
         cmocka_unit_test(test_metrics_histogram_is_cumulative_with_sum_and_count),
         cmocka_unit_test(test_metrics_server_serves_metrics_health_and_readiness),
         cmocka_unit_test(test_metrics_server_start_rejects_bad_listen),
