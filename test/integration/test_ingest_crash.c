@@ -568,24 +568,7 @@ static void mock_stop(struct tmock *m)
 static pid_t replay_start(const char *bin, const char *brokers, const char *topic, const char *path,
                           int rate, const char *log)
 {
-    char r[32];
-    snprintf(r, sizeof r, "%d", rate);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int in = open("/dev/null", O_RDONLY);
-        int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (in < 0 || out < 0)
-            _exit(126);
-        dup2(in, 0);
-        dup2(out, 1);
-        dup2(out, 2);
-        setenv("UNDERSTUDY_KAFKA_BROKERS", brokers, 1);
-        execl(bin, bin, "replay", "--topic", topic, "--rate", r, path, (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = treplay_start(bin, brokers, topic, path, rate, log);
     child_remember(pid);
     return pid;
 }

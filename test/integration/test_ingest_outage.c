@@ -105,37 +105,6 @@ static int fx_teardown(void **state)
     return rc;
 }
 
-/*
- * Starts `understudy replay --rate N --topic T path` in the background, so
- * the stream keeps flowing while the test stops things.  Its output goes to
- * log; it dies with the test binary.
- */
-static pid_t replay_spawn(const char *brokers, const char *topic, const char *path, int rate,
-                          const char *log)
-{
-    const char *bin = testenv_get("UNDERSTUDY_BIN");
-    char rate_s[16];
-    snprintf(rate_s, sizeof rate_s, "%d", rate);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int in = open("/dev/null", O_RDONLY);
-        int out = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (in < 0 || out < 0)
-            _exit(126);
-        dup2(in, 0);
-        dup2(out, 1);
-        dup2(out, 2);
-        setenv("UNDERSTUDY_KAFKA_BROKERS", brokers, 1);
-        unsetenv("UNDERSTUDY_CONFIG");
-        execl(bin, bin, "replay", "--rate", rate_s, "--topic", topic, path, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
 /* Waits for a background replay; returns its exit status, or -1 after
  * timeout_s (the replay is then killed).  Clears *pid either way. */
 static int replay_wait(pid_t *pid, int timeout_s)
@@ -534,7 +503,8 @@ static void test_ingest_outage_postgres_down_20s_pauses_resumes_loses_nothing(vo
 
     /* 1000 lines a second: the replay is still producing when PostgreSQL
      * comes back, so the stream runs before, during and after the outage. */
-    f->replay[0] = replay_spawn(f->mock.brokers, s.topic, path, 1000, rlog);
+    f->replay[0] =
+        treplay_start(testenv_get("UNDERSTUDY_BIN"), f->mock.brokers, s.topic, path, 1000, rlog);
     struct consumed_wait cw = {{d, NULL}, &s, 1, 2000, 0};
     if (!twait_until(consumed_at_least, &cw, 30))
         fail_msg("only %.0f consumed in 30 s; daemon log: %s", cw.seen,
@@ -691,8 +661,10 @@ static void group_handover(struct outage_fx *f, const char *name, int sig)
     wait_ready(b, 10);
 
     /* About 10 s of stream on both topics. */
-    f->replay[0] = replay_spawn(f->mock.brokers, s[0].topic, path[0], 2400, rlog[0]);
-    f->replay[1] = replay_spawn(f->mock.brokers, s[1].topic, path[1], 1600, rlog[1]);
+    f->replay[0] = treplay_start(testenv_get("UNDERSTUDY_BIN"), f->mock.brokers, s[0].topic,
+                                 path[0], 2400, rlog[0]);
+    f->replay[1] = treplay_start(testenv_get("UNDERSTUDY_BIN"), f->mock.brokers, s[1].topic,
+                                 path[1], 1600, rlog[1]);
     double total = (double)(s[0].c.lines + s[1].c.lines);
     struct consumed_wait cw = {{a, b}, s, 2, total / 4, 0};
     if (!twait_until(consumed_at_least, &cw, 30))

@@ -391,6 +391,24 @@ void tgen_write(const struct tgen *g, const char *path, struct tgen_counts *out)
     assert_int_equal(fclose(f), 0);
 }
 
+pid_t treplay_start(const char *bin, const char *brokers, const char *topic, const char *path,
+                    int rate, const char *log)
+{
+    char r[32];
+    snprintf(r, sizeof r, "%d", rate);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        child_setup(log);
+        setenv("UNDERSTUDY_KAFKA_BROKERS", brokers, 1);
+        unsetenv("UNDERSTUDY_CONFIG");
+        execl(bin, bin, "replay", "--topic", topic, "--rate", r, path, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
 void treplay(const char *bin, const char *brokers, const char *topic, const char *path)
 {
     char *out = NULL, *err = NULL;

@@ -97,6 +97,12 @@ void tgen_write(const struct tgen *g, const char *path, struct tgen_counts *out)
  * fails the test unless every line was delivered. */
 void treplay(const char *bin, const char *brokers, const char *topic, const char *path);
 
+/* Starts `bin replay --topic T --rate N path` in the background (output
+ * appended to log, dies with the test) and returns its pid; the caller
+ * waits for it. */
+pid_t treplay_start(const char *bin, const char *brokers, const char *topic, const char *path,
+                    int rate, const char *log);
+
 /* Runs `understudy migrate` against dsn; fails the test unless it exits 0. */
 void tmigrate(const char *dsn);
 
