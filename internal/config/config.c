@@ -48,6 +48,7 @@ static const struct {
 
 static int check_topic(const char *value, char *why, size_t whylen);
 static int check_listen(const char *value, char *why, size_t whylen);
+static int check_class_weight(const char *value, char *why, size_t whylen);
 
 #define CFG_SECOND   INT64_C(1000)
 #define CFG_MINUTE   (60 * CFG_SECOND)
@@ -117,6 +118,8 @@ static const struct cfg_key table[] = {
     {.path = "metrics.listen", .type = CFG_TYPE_STRING, .def = "127.0.0.1:9464",
      .flags = CFG_KEY_REQUIRED, .check = check_listen, CFG_OFF(metrics.listen)},
 
+    {.path = "train.enabled", .type = CFG_TYPE_BOOL, .def = "true",
+     .reloadable = true, CFG_OFF(train.enabled)},
     {.path = "train.every", .type = CFG_TYPE_DURATION, .def = "6h",
      .imin = CFG_MINUTE, .imax = 365 * CFG_DAY, .reloadable = true, CFG_OFF(train.every_ms)},
     {.path = "train.after_new_actions", .type = CFG_TYPE_INT, .def = "5000",
@@ -138,6 +141,15 @@ static const struct cfg_key table[] = {
      .imin = 0, .imax = 100000, .reloadable = true, CFG_OFF(train.early_stop)},
     {.path = "train.threads", .type = CFG_TYPE_INT, .def = "2",
      .imin = 1, .imax = 256, .reloadable = true, CFG_OFF(train.threads)},
+    {.path = "train.seed", .type = CFG_TYPE_INT, .def = "1",
+     .imin = 0, .imax = INT64_MAX, .reloadable = true, CFG_OFF(train.seed)},
+    {.path = "train.lookback", .type = CFG_TYPE_DURATION, .def = "0s",
+     .imin = 0, .imax = 10 * 365 * CFG_DAY, .reloadable = true, CFG_OFF(train.lookback_ms)},
+    {.path = "train.half_life", .type = CFG_TYPE_DURATION, .def = "0s",
+     .imin = 0, .imax = 10 * 365 * CFG_DAY, .reloadable = true, CFG_OFF(train.half_life_ms)},
+    {.path = "train.class_weight", .type = CFG_TYPE_STRING, .def = "none",
+     .flags = CFG_KEY_REQUIRED, .check = check_class_weight, .reloadable = true,
+     CFG_OFF(train.class_weight)},
 
     {.path = "recommend.enabled", .type = CFG_TYPE_BOOL, .def = "true",
      .reloadable = true, CFG_OFF(recommend.enabled)},
@@ -408,6 +420,69 @@ static int check_listen(const char *value, char *why, size_t whylen)
         return -1;
     }
     return 0;
+}
+
+const char *const cfg_class_names[CFG_N_CLASSES] = {
+    "hold", "bid_up", "bid_down", "budget_up", "budget_down", "creative_pause", "creative_resume",
+};
+
+int cfg_parse_class_weight(const char *s, enum cfg_class_weight_mode *mode,
+                           double weights[CFG_N_CLASSES], char *why, size_t whylen)
+{
+    for (size_t c = 0; c < CFG_N_CLASSES; c++)
+        weights[c] = 1.0;
+    if (strcmp(s, "none") == 0 || strcmp(s, "balanced") == 0) {
+        *mode = s[0] == 'n' ? CFG_CLASS_WEIGHT_NONE : CFG_CLASS_WEIGHT_BALANCED;
+        return 0;
+    }
+    *mode = CFG_CLASS_WEIGHT_MAP;
+    const char *p = s;
+    while (*p) {
+        const char *eq = strchr(p, '=');
+        const char *comma = strchr(p, ',');
+        if (!comma)
+            comma = p + strlen(p);
+        if (!eq || eq > comma) {
+            util_fmt(why, whylen,
+                     "must be none, balanced or class=weight[,class=weight...], not \"%.*s\"",
+                     (int)(comma - p), p);
+            return -1;
+        }
+        size_t c = 0;
+        while (c < CFG_N_CLASSES && (strlen(cfg_class_names[c]) != (size_t)(eq - p) ||
+                                     strncmp(cfg_class_names[c], p, (size_t)(eq - p)) != 0))
+            c++;
+        if (c == CFG_N_CLASSES) {
+            util_fmt(why, whylen, "unknown class \"%.*s\" (classes: hold, bid_up, bid_down, "
+                     "budget_up, budget_down, creative_pause, creative_resume)",
+                     (int)(eq - p), p);
+            return -1;
+        }
+        char num[64], *end;
+        size_t len = (size_t)(comma - eq - 1);
+        if (len == 0 || len >= sizeof num) {
+            util_fmt(why, whylen, "%s: weight must be a positive number", cfg_class_names[c]);
+            return -1;
+        }
+        memcpy(num, eq + 1, len);
+        num[len] = '\0';
+        double w = strtod(num, &end);
+        if (*end != '\0' || !isfinite(w) || !(w > 0)) {
+            util_fmt(why, whylen, "%s: weight must be a positive number, not \"%s\"",
+                     cfg_class_names[c], num);
+            return -1;
+        }
+        weights[c] = w;
+        p = *comma ? comma + 1 : comma;
+    }
+    return 0;
+}
+
+static int check_class_weight(const char *value, char *why, size_t whylen)
+{
+    enum cfg_class_weight_mode mode;
+    double w[CFG_N_CLASSES];
+    return cfg_parse_class_weight(value, &mode, w, why, whylen);
 }
 
 int cfg_value_set(struct cfg *cfg, const struct cfg_key *k, const char *text, bool is_null,

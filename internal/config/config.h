@@ -74,6 +74,7 @@ struct cfg {
     } metrics;
 
     struct {
+        bool enabled;              /* retrain inside `understudy run`, default true */
         int64_t every_ms;          /* retrain schedule, default 6h */
         int64_t after_new_actions; /* retrain after N new actions, default 5000 */
         int64_t rounds;
@@ -84,6 +85,10 @@ struct cfg {
         double valid_fraction;
         int64_t early_stop;
         int64_t threads;
+        int64_t seed;
+        int64_t lookback_ms;  /* train on the last this-long of events; 0 = all */
+        int64_t half_life_ms; /* recency weighting; 0 = off */
+        char *class_weight;   /* "none", "balanced" or "class=w,..." */
     } train;
 
     struct {
@@ -154,6 +159,26 @@ bool cfg_equal(const struct cfg *a, const struct cfg *b);
  * for the first non-reloadable key (in table order) that differs.
  */
 int cfg_diff_nonreloadable(const struct cfg *cur, const struct cfg *next, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* The seven decision classes of the contract, in contract order. */
+#define CFG_N_CLASSES 7
+extern const char *const cfg_class_names[CFG_N_CLASSES];
+
+enum cfg_class_weight_mode {
+    CFG_CLASS_WEIGHT_NONE = 0,
+    CFG_CLASS_WEIGHT_BALANCED,
+    CFG_CLASS_WEIGHT_MAP,
+};
+
+/*
+ * Parses a class-weight setting: "none", "balanced", or a list
+ * "class=weight[,class=weight...]" of decision classes with positive finite
+ * weights (classes not listed weigh 1).  Fills *mode and, for a map,
+ * weights[] in cfg_class_names order.  Returns 0, or -1 with a reason.
+ */
+int cfg_parse_class_weight(const char *s, enum cfg_class_weight_mode *mode,
+                           double weights[CFG_N_CLASSES], char *why, size_t whylen)
     __attribute__((warn_unused_result));
 
 /* ---- the validation table ------------------------------------------------

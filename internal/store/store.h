@@ -194,4 +194,114 @@ int store_ping(struct store *st, char *err, size_t errlen) __attribute__((warn_u
  * 0, or -1 with a reason (the password never appears in it). */
 int store_reconnect(struct store *st, char *err, size_t errlen) __attribute__((warn_unused_result));
 
+/* ---- training examples (examples.c) ------------------------------------ */
+
+struct event_feature_spec;
+struct event_feature_value;
+
+/*
+ * What store_load_examples reads.  since_us/until_us bound ts as
+ * [since, until) (INT64_MIN / INT64_MAX for unbounded); include_operators
+ * NULL means every operator (a snapshot without operator_id only passes
+ * when there is no include list); exclude_operators may be NULL.
+ */
+struct store_example_query {
+    const struct event_feature_spec *features;
+    size_t n_features;
+    int64_t settle_ms; /* labels.settle_window */
+    int64_t hold_ms;   /* labels.hold_window */
+    int64_t since_us;
+    int64_t until_us;
+    const char *const *include_operators;
+    size_t n_include;
+    const char *const *exclude_operators;
+    size_t n_exclude;
+};
+
+/* One labelled example; every pointer is valid only during the callback. */
+struct store_example {
+    const char *event_id;
+    const char *label; /* a decision class: hold, bid_up, ... */
+    int64_t ts_us;
+    const char *operator_id; /* NULL for a snapshot without one */
+    const char *entity_type;
+    const char *entity_id;
+    double delta_pct;                         /* NaN unless bid/budget change */
+    const struct event_feature_value *values; /* [n_features] */
+};
+
+/* Returns 0 to go on, -1 (with err filled) to stop the load. */
+typedef int (*store_example_fn)(void *arg, const struct store_example *ex, char *err,
+                                size_t errlen);
+
+/*
+ * Streams the examples of the contract's labelling rule (examples.c has
+ * the rule and the feature extraction) to fn in ts order.  *n_rows (may be
+ * NULL) counts the rows fn accepted.  Returns 0, or -1 with the reason
+ * (a database error, or fn's).
+ */
+int store_load_examples(struct store *st, const struct store_example_query *q, store_example_fn fn,
+                        void *arg, size_t *n_rows, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* ---- policy registry (registry.c) --------------------------------------- */
+
+#define STORE_POLICY_CHANNEL "understudy_policy"
+/* pg_advisory_lock key of the one instance that trains; another key
+ * serialises promotions. */
+#define STORE_TRAIN_LOCK_KEY   8461811192601797754LL
+#define STORE_PROMOTE_LOCK_KEY 8461811192601797755LL
+
+struct store_policy_row {
+    const char *model_json;      /* the serialized model (jsonb text) */
+    const char *parameters_json; /* object */
+    const char *metrics_json;    /* object */
+    int64_t train_from_us;       /* INT64_MIN = unknown */
+    int64_t train_to_us;         /* INT64_MIN = unknown */
+    int64_t n_examples;          /* -1 = unknown */
+};
+
+/* Inserts a challenger; its version goes to *version.  0 or -1. */
+int store_policy_insert(struct store *st, const struct store_policy_row *p, int *version, char *err,
+                        size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * Reads the current champion: *version (0 when there is none) and, when
+ * model_json is not NULL, a copy of its model (caller frees; NULL when
+ * there is no champion).  0 or -1.
+ */
+int store_policy_champion(struct store *st, int *version, char **model_json, char *err,
+                          size_t errlen) __attribute__((warn_unused_result));
+
+/* Reads one version's model (caller frees) and status ("champion", ...;
+ * status may be NULL).  Returns 0, 1 when there is no such version, or -1. */
+int store_policy_get(struct store *st, int version, char **model_json, char status[16], char *err,
+                     size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * Makes version the champion and retires the previous one, in one
+ * transaction that also sends NOTIFY understudy_policy with the version as
+ * payload (delivered at commit).  expected_champion is the champion the
+ * caller compared against (0 = none): when another promotion changed the
+ * champion meanwhile, nothing changes and 1 is returned.  0 on success, -1
+ * on error.
+ */
+int store_policy_promote(struct store *st, int version, int expected_champion, char *err,
+                         size_t errlen) __attribute__((warn_unused_result));
+
+/* The largest action_events.id (0 for an empty table), to count new
+ * actions since a training run.  0 or -1. */
+int store_max_action_id(struct store *st, int64_t *out, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/*
+ * Tries the session-level advisory lock key without waiting: *got is 1 when
+ * this session now holds it (held until store_advisory_unlock or the
+ * connection ends).  0 or -1.
+ */
+int store_try_advisory_lock(struct store *st, int64_t key, int *got, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+int store_advisory_unlock(struct store *st, int64_t key, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -82,6 +82,13 @@ void util_failpoint(const char *name);
 #define FAILPOINT(name) ((void)0)
 #endif
 
+/*
+ * Formats microseconds since the Unix epoch as RFC 3339 in UTC with
+ * microseconds ("2026-11-02T14:05:11.000000Z").  Needs size >= 28; always
+ * terminates dst when size > 0.  Returns dst.  Can't fail.
+ */
+char *util_format_rfc3339(int64_t us, char *dst, size_t size);
+
 /* Monotonic and wall clocks in microseconds. */
 int64_t util_now_mono_us(void);
 int64_t util_now_wall_us(void);

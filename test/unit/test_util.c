@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include "event/event.h"
 #include "util/util.h"
 
 static void test_util_parse_duration_accepts_units_and_combinations(void **state)
@@ -184,6 +185,25 @@ static void test_util_strndup_and_fmt_terminate(void **state)
     assert_string_equal(small, "tru");
 }
 
+static void test_util_format_rfc3339_known_values_and_round_trip(void **state)
+{
+    (void)state;
+    char buf[40];
+    assert_string_equal(util_format_rfc3339(0, buf, sizeof buf), "1970-01-01T00:00:00.000000Z");
+    assert_string_equal(util_format_rfc3339(-1, buf, sizeof buf), "1969-12-31T23:59:59.999999Z");
+    /* 2000-02-29 (a leap day of a century divisible by 400) 12:34:56.5 */
+    assert_string_equal(util_format_rfc3339(951827696500000LL, buf, sizeof buf),
+                        "2000-02-29T12:34:56.500000Z");
+    /* Every ~11.6 days over 1900..2100 round-trips through the parser. */
+    for (int64_t us = -2208988800LL * 1000000; us < 4102444800LL * 1000000;
+         us += 1000003LL * 1000003) {
+        int64_t back = 0;
+        util_format_rfc3339(us, buf, sizeof buf);
+        assert_int_equal(event_parse_rfc3339(buf, &back), 0);
+        assert_true(back == us);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -195,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_util_buf_appends_printf_and_steal),
         cmocka_unit_test(test_util_alloc_fail_after_fails_exactly_the_nth),
         cmocka_unit_test(test_util_strndup_and_fmt_terminate),
+        cmocka_unit_test(test_util_format_rfc3339_known_values_and_round_trip),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
