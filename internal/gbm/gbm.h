@@ -6,6 +6,10 @@
  * (numbers and category names), so it can score events without the
  * training data.  (The formulas and the rest of the API are documented in
  * gbm.c and below.)
+ *
+ * A fitted or loaded model is read-only to gbm_predict, gbm_explain, the
+ * getters and gbm_model_to_json, which may run on one model from several
+ * threads at once; gbm_fit_magnitude and the setters modify it.
  */
 #ifndef UNDERSTUDY_GBM_H
 #define UNDERSTUDY_GBM_H
@@ -71,10 +75,10 @@ struct gbm_data {
 #define GBM_WUR __attribute__((warn_unused_result))
 
 /* Classes of a classifier (explanations keep a 64-bit class mask). */
-#define GBM_MAX_CLASSES 64
+#define GBM_MAX_CLASSES  64
 #define GBM_MAX_FEATURES 65535
-#define GBM_MAX_ROUNDS 100000
-#define GBM_MAX_THREADS 256
+#define GBM_MAX_ROUNDS   100000
+#define GBM_MAX_THREADS  256
 /* A split must gain more than this (XGBoost's kRtEps) or the stump is a leaf. */
 #define GBM_MIN_GAIN 1e-6
 
@@ -175,8 +179,7 @@ const double *gbm_model_feature_mass(const struct gbm_model *m, size_t f, size_t
 const double *gbm_model_feature_cuts(const struct gbm_model *m, size_t f, size_t *n);
 /* Categorical levels seen in training and their bins (borrowed). */
 size_t gbm_model_feature_n_levels(const struct gbm_model *m, size_t f);
-const char *gbm_model_feature_level(const struct gbm_model *m, size_t f, size_t i,
-                                    unsigned *bin);
+const char *gbm_model_feature_level(const struct gbm_model *m, size_t f, size_t i, unsigned *bin);
 /*
  * The smallest and largest training value of a numeric feature.  The binned
  * matrix does not carry raw values, so the caller that has them records them
@@ -240,12 +243,11 @@ void gbm_explain(const struct gbm_model *m, const struct gbm_input *x, size_t cl
 /* Whether class class_idx has a magnitude model. */
 bool gbm_model_has_magnitude(const struct gbm_model *m, size_t class_idx);
 /* The magnitude model's prediction; -1 when the class has none. */
-int gbm_predict_magnitude(const struct gbm_model *m, size_t class_idx,
-                          const struct gbm_input *x, double *out) GBM_WUR;
+int gbm_predict_magnitude(const struct gbm_model *m, size_t class_idx, const struct gbm_input *x,
+                          double *out) GBM_WUR;
 /* gbm_explain for a magnitude model; -1 when the class has none. */
-int gbm_explain_magnitude(const struct gbm_model *m, size_t class_idx,
-                          const struct gbm_input *x, double *base, double *contrib,
-                          struct gbm_step *steps) GBM_WUR;
+int gbm_explain_magnitude(const struct gbm_model *m, size_t class_idx, const struct gbm_input *x,
+                          double *base, double *contrib, struct gbm_step *steps) GBM_WUR;
 
 /*
  * Batch prediction over a binned matrix with the model's features (same
@@ -292,9 +294,11 @@ int gbm_model_dump(const struct gbm_model *m, FILE *out) GBM_WUR;
  * n_bins + 1 entries, the last one the missing bin; mass (NULL: derived from
  * h) tells which bins hold training rows.  Numeric: bins 0..threshold_bin go
  * left.  Categorical: left_bins is the set of bins going left (bit b of
- * left_bins[b / 64]).  Bins without training mass and missing values go to
- * the default side.  found is false when no split satisfies
- * min_child_weight on both sides.  Gains and sums are in the units of g, h.
+ * left_bins[b / 64]); "missing values alone against all levels" is one of
+ * the candidates.  Bins without training mass and missing values go to the
+ * default side.  found is false when no split satisfies min_child_weight on
+ * both sides (the caller also wants gain > GBM_MIN_GAIN).  Gains and sums
+ * (both sides, missing values included) are in the units of g and h.
  */
 struct gbm_split {
     bool found;
