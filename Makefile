@@ -49,6 +49,8 @@ LDLIBS_ALL  = $(PKG_LIBS) -lpthread -lm
 
 LIB_SRC  := $(sort $(wildcard internal/*/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/schema_sql.o
+CMD_SRC  := $(sort $(wildcard cmd/understudy/*.c))
+CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libunderstudy.a
 BIN      := $(BUILD)/understudy
 SQL      := $(sort $(wildcard schema/*.sql))
@@ -87,7 +89,7 @@ deps:
 
 # ---- build ---------------------------------------------------------------
 
-$(BIN): $(BUILD)/obj/cmd/understudy/main.o $(LIB)
+$(BIN): $(CMD_OBJ) $(LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 $(LIB): $(LIB_OBJ)
@@ -164,11 +166,11 @@ demo-run: $(BIN)
 # ---- quality -------------------------------------------------------------
 
 lint: $(BUILD)/gen/schema_sql.c
-	clang-tidy --quiet $(LIB_SRC) cmd/understudy/main.c -- \
+	clang-tidy --quiet $(LIB_SRC) $(CMD_SRC) -- \
 	    -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -Iinternal -I$(BUILD)/gen $(PKG_CFLAGS)
 	cppcheck --quiet --error-exitcode=1 --std=c11 --enable=warning,performance,portability \
 	    --inline-suppr --suppress=missingIncludeSystem -Iinternal \
-	    $(LIB_SRC) cmd/understudy/main.c
+	    $(LIB_SRC) $(CMD_SRC)
 
 format:
 	clang-format -i $(C_FILES)

@@ -28,13 +28,20 @@ printf '%s\n' '{"event_id": "chg-bad-1", "ts": "yesterday"}' 'not json at all' \
     '{"event_id":"chg-bad-2","ts":"2026-11-02T10:00:00Z","operator_id":"op-01","campaign_id":"cmp-1","entity_type":"keyword","entity_id":"kw-1","action":"bid_change","delta_pct":0,"state":{}}' |
     kcat -P -b "$UNDERSTUDY_KAFKA_BROKERS" -t ops.actions
 
+step "simulating two weeks of a team of 8 operators (understudy simulate; op-03 never lowers bids on social)"
+sim=$(mktemp -d /tmp/understudy-demo-sim.XXXXXX)
+"$bin" simulate --out "$sim" --rows 10000 --seed 7 --bias op-03:never=bid_down@channel=social
+"$bin" replay --topic ops.actions "$sim/actions.jsonl"
+"$bin" replay --topic ops.states "$sim/states.jsonl"
+
 step "running the daemon (understudy run) until every message is accounted for"
 cfg=$(mktemp /tmp/understudy-demo.XXXXXX.yaml)
 log=$(mktemp /tmp/understudy-demo.XXXXXX.log)
-printf 'metrics:\n  listen: "127.0.0.1:0"\n' >"$cfg"
+# Training runs below, from the command line, once everything is stored.
+printf 'metrics:\n  listen: "127.0.0.1:0"\ntrain:\n  enabled: false\n' >"$cfg"
 "$bin" run -c "$cfg" 2>"$log" &
 daemon=$!
-trap 'kill -TERM $daemon 2>/dev/null || true; rm -f "$cfg" "$log"' EXIT
+trap 'kill -TERM $daemon 2>/dev/null || true; rm -rf "$cfg" "$log" "$sim"' EXIT
 port=""
 for _ in $(seq 100); do
     port=$(sed -n 's/.*metrics: listening on port \([0-9]*\).*/\1/p' "$log" | tail -n 1)
@@ -42,7 +49,8 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ -n "$port" ] || { cat "$log"; echo "demo: the daemon did not start" >&2; exit 1; }
-want=$(($(wc -l <fixtures/events/actions.jsonl) + $(wc -l <fixtures/events/states.jsonl) + $(wc -l <fixtures/events/feedback.jsonl) + 3))
+want=$(($(wc -l <fixtures/events/actions.jsonl) + $(wc -l <fixtures/events/states.jsonl) + $(wc -l <fixtures/events/feedback.jsonl) + 3 +
+    $(wc -l <"$sim/actions.jsonl") + $(wc -l <"$sim/states.jsonl")))
 for _ in $(seq 150); do
     got=$(q -Atc "SELECT coalesce(sum(next_offset), 0) FROM ingest_offsets")
     [ "$got" -ge "$want" ] && break
@@ -71,5 +79,15 @@ kill -TERM "$daemon"
 wait "$daemon" || { cat "$log"; exit 1; }
 grep -E 'run: |stopped' "$log" | sed 's/^/  /'
 
+step "training the policy on the event tables and promoting it (understudy train --from-db --promote)"
+"$bin" train --from-db --promote
+q -c "SELECT version, status, n_examples, round((metrics->>'valid_logloss')::numeric, 4) AS valid_logloss,
+             round((metrics->>'valid_accuracy')::numeric, 4) AS valid_accuracy, train_from, train_to
+      FROM policies ORDER BY version"
+
+step "the champion policy (understudy model show --version N, first lines)"
+"$bin" model show --version "$(q -Atc "SELECT version FROM policies WHERE status = 'champion'")" >"$sim/show.txt"
+head -n 24 "$sim/show.txt"
+
 step "not yet built"
-echo "  training, recommendations and audits come next; see README.md, 'Status'."
+echo "  recommendations and audits come next; see README.md, 'Status'."

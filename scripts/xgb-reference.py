@@ -82,7 +82,10 @@ def main():
     cats = set(filter(None, a.categorical.split(",")))
     X, y, classes, types, names = load(a.csv, a.label, drop, cats)
     n = len(y)
-    n_valid = int(math.floor(n * a.valid_fraction))
+    # As understudy: round(fraction * n), at least one row on each side.
+    n_valid = int(math.floor(n * a.valid_fraction + 0.5))
+    if a.valid_fraction > 0 and n >= 2:
+        n_valid = min(max(n_valid, 1), n - 1)
     n_train = n - n_valid
     params = {
         "objective": "multi:softprob",

@@ -14,24 +14,15 @@
 
 #include <unistd.h>
 
+#include "cli.h"
 #include "config/config.h"
 #include "ingest/ingest.h"
 #include "log/log.h"
 #include "metrics/metrics.h"
 #include "mockkafka/mockkafka.h"
+#include "policy/policy.h"
 #include "replay/replay.h"
 #include "store/store.h"
-
-#define UNDERSTUDY_VERSION "0.1.0"
-
-#define EXIT_USAGE 2
-
-struct command {
-    const char *name;
-    int (*run)(int argc, char **argv);
-    const char *args;
-    const char *summary;
-};
 
 static int cmd_check_config(int argc, char **argv);
 static int cmd_migrate(int argc, char **argv);
@@ -48,6 +39,21 @@ static const struct command commands[] = {
      "validate the configuration and print it, secrets masked"},
     {"migrate", cmd_migrate, "[-c FILE] [--status]",
      "apply pending schema migrations to PostgreSQL (or list them)"},
+    {"train", cmd_train,
+     "[-c FILE] (--from-db [--since T] [--until T] [--operators a,b | --exclude-operators a,b]"
+     " [--promote] | --csv FILE --label COL [--categorical a,b] [--drop a,b] [--target COL])"
+     " [--rounds N] [--learning-rate X] [--max-bins N] [--lambda X] [--min-child-weight X]"
+     " [--threads N] [--valid-fraction F] [--early-stop N] [--class-weight W] [--half-life D]"
+     " [--seed N] [--out MODEL.json]",
+     "train the policy on the event tables or a CSV; prints one JSON line of metrics"},
+    {"predict", cmd_predict, "--model MODEL.json --csv FILE",
+     "class probabilities for each CSV row, as CSV on stdout"},
+    {"model", cmd_model, "show MODEL.json | show --version N [-c FILE]",
+     "print a model: classes, features by gain, step functions"},
+    {"simulate", cmd_simulate,
+     "--out DIR [--rows N] [--operators N] [--campaigns N] [--seed N] [--start T]"
+     " [--temperature X] [--bias SPEC ...]",
+     "write synthetic operator logs with planted biases (docs/simulate.md)"},
     {"replay", cmd_replay, "--topic T [--rate N] [--key FIELD] [-c FILE] FILE.jsonl|-",
      "produce a JSONL file to Kafka, one message per line (demos, backfills)"},
     {"mock-kafka", cmd_mock_kafka,
@@ -59,7 +65,7 @@ static const struct command commands[] = {
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
-static const struct command *find_command(const char *name)
+const struct command *find_command(const char *name)
 {
     for (size_t i = 0; i < N_COMMANDS; i++) {
         if (strcmp(commands[i].name, name) == 0)
@@ -79,17 +85,12 @@ static void print_usage(FILE *f)
                "embedded defaults.  `understudy help COMMAND` shows a command's options.\n");
 }
 
-static void print_command_usage(FILE *f, const struct command *c)
+void print_command_usage(FILE *f, const struct command *c)
 {
     fprintf(f, "usage: understudy %s %s\n  %s\n", c->name, c->args, c->summary);
 }
 
-/* Prints the reason and the command's usage to stderr; returns the usage
- * exit status. */
-static int usage_error(const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const char *name, const char *fmt, ...)
+int usage_error(const char *name, const char *fmt, ...)
 {
     va_list ap;
     fprintf(stderr, "understudy %s: ", name);
@@ -101,8 +102,7 @@ static int usage_error(const char *name, const char *fmt, ...)
     return EXIT_USAGE;
 }
 
-/* The usage error for getopt_long's ':' (missing value) and '?' results. */
-static int option_error(const char *name, int c, char **argv)
+int option_error(const char *name, int c, char **argv)
 {
     if (c == ':')
         return usage_error(name, "option %s needs a value", argv[optind - 1]);
@@ -137,8 +137,7 @@ static int parse_config_only(const char *name, int argc, char **argv, const char
     return -1;
 }
 
-/* The configuration file to read: -c, else $UNDERSTUDY_CONFIG, else none. */
-static const char *config_path_from(const char *opt)
+const char *config_path_from(const char *opt)
 {
     if (opt)
         return opt;
@@ -146,9 +145,7 @@ static const char *config_path_from(const char *opt)
     return env && *env ? env : NULL;
 }
 
-/* Loads the configuration and applies its log settings.  NULL on failure
- * (the reason is printed). */
-static struct cfg *load_config(const char *path)
+struct cfg *load_config(const char *path)
 {
     char err[1024];
     struct cfg *cfg = NULL;
@@ -160,7 +157,7 @@ static struct cfg *load_config(const char *path)
     return cfg;
 }
 
-static int parse_int_arg(const char *s, long lo, long hi, long *out)
+int parse_int_arg(const char *s, long lo, long hi, long *out)
 {
     char *end = NULL;
     long v;
@@ -247,7 +244,7 @@ out:
     return rc;
 }
 
-static volatile sig_atomic_t stop_requested;
+volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t reload_requested;
 
 /* Handlers only set flags; the loops do the work.  A second SIGTERM/SIGINT
@@ -266,7 +263,7 @@ static void on_hup_signal(int sig)
     reload_requested = 1;
 }
 
-static void install_stop_handlers(void)
+void install_stop_handlers(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -346,7 +343,27 @@ static int cmd_mock_kafka(int argc, char **argv)
 struct daemon {
     const char *path; /* config file, NULL = embedded defaults */
     struct cfg *cfg;  /* the configuration in force */
+    struct ingest *ig;
+    struct policy_trainer *trainer;
 };
+
+static int daemon_render_metrics(struct util_buf *b, void *ud)
+{
+    struct daemon *d = ud;
+    if (ingest_render_metrics(b, d->ig) != 0)
+        return -1;
+    return d->trainer ? policy_trainer_render_metrics(b, d->trainer) : 0;
+}
+
+static int daemon_ready(void *ud, char *why, size_t whylen)
+{
+    return ingest_ready(((struct daemon *)ud)->ig, why, whylen);
+}
+
+static int daemon_healthy(void *ud, char *why, size_t whylen)
+{
+    return ingest_healthy(((struct daemon *)ud)->ig, why, whylen);
+}
 
 /* SIGHUP: load the file again; apply it when it is valid and changes only
  * reloadable keys, otherwise keep the old one and say why. */
@@ -370,6 +387,7 @@ static void daemon_tick(struct ingest *ig, void *ud)
     }
     log_setup(next->log.level, next->log.format);
     ingest_apply_config(ig, next);
+    policy_trainer_apply_config(d->trainer, next);
     cfg_free(d->cfg);
     d->cfg = next;
     log_info("config: reloaded %s", d->path ? d->path : "(embedded defaults)");
@@ -387,7 +405,7 @@ static int cmd_run(int argc, char **argv)
     if (st >= 0)
         return st;
 
-    struct daemon d = {config_path_from(path), NULL};
+    struct daemon d = {config_path_from(path), NULL, NULL, NULL};
     d.cfg = load_config(d.path);
     if (!d.cfg)
         return EXIT_USAGE;
@@ -399,12 +417,17 @@ static int cmd_run(int argc, char **argv)
         log_error("run: %s", err);
         goto out;
     }
+    d.ig = ig;
+    if (policy_trainer_start(d.cfg, &d.trainer, err, sizeof err) != 0) {
+        log_error("run: %s", err);
+        goto out;
+    }
     if (d.cfg->metrics.enabled) {
         struct metrics_handlers h = {
-            .render = ingest_render_metrics,
-            .healthy = ingest_healthy,
-            .ready = ingest_ready,
-            .ud = ig,
+            .render = daemon_render_metrics,
+            .healthy = daemon_healthy,
+            .ready = daemon_ready,
+            .ud = &d,
         };
         if (metrics_server_start(d.cfg->metrics.listen, &h, &ms, err, sizeof err) != 0) {
             log_error("run: %s", err);
@@ -429,6 +452,7 @@ static int cmd_run(int argc, char **argv)
     rc = r == 0 ? 0 : 1;
 out:
     metrics_server_stop(ms);
+    policy_trainer_stop(d.trainer);
     ingest_free(ig);
     cfg_free(d.cfg);
     log_info("understudy stopped");

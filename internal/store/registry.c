@@ -162,6 +162,18 @@ out:
     return rc;
 }
 
+int store_policy_newest(struct store *st, int64_t *created_us, char *err, size_t errlen)
+{
+    PGconn *conn = store_conn(st);
+    PGresult *r = PQexec(
+        conn, "SELECT (extract(epoch FROM max(created_at)) * 1000000)::bigint FROM policies");
+    int rc = store_result_check(conn, r, PGRES_TUPLES_OK, err, errlen);
+    if (rc == 0)
+        *created_us = PQgetisnull(r, 0, 0) ? INT64_MIN : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return rc;
+}
+
 int store_max_action_id(struct store *st, int64_t *out, char *err, size_t errlen)
 {
     PGconn *conn = store_conn(st);

@@ -289,6 +289,11 @@ int store_policy_get(struct store *st, int version, char **model_json, char stat
 int store_policy_promote(struct store *st, int version, int expected_champion, char *err,
                          size_t errlen) __attribute__((warn_unused_result));
 
+/* created_at of the newest policy version as microseconds since the
+ * epoch, INT64_MIN when there is none.  0 or -1. */
+int store_policy_newest(struct store *st, int64_t *created_us, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 /* The largest action_events.id (0 for an empty table), to count new
  * actions since a training run.  0 or -1. */
 int store_max_action_id(struct store *st, int64_t *out, char *err, size_t errlen)

@@ -140,8 +140,9 @@ void tdaemon_config(struct tdaemon *d, const char *name, const char *brokers, co
             "    heartbeat.interval.ms: \"500\"\n"
             "metrics:\n  listen: \"127.0.0.1:0\"\n"
             "log:\n  level: info\n"
-            "%s",
-            brokers, group, extra ? extra : "");
+            "%s%s",
+            brokers, group, extra ? extra : "",
+            extra && strstr(extra, "train:") ? "" : "train:\n  enabled: false\n");
     assert_int_equal(fclose(f), 0);
 }
 

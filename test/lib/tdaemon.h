@@ -37,7 +37,8 @@ struct tdaemon {
 /*
  * Writes a config for the daemon into d->config: brokers, group, the three
  * default topic names, metrics on 127.0.0.1:0, batch_wait 50ms, and `extra`
- * (YAML appended as is; may be NULL).  The DSN is passed through the
+ * (YAML appended as is; may be NULL).  Retraining is off (train.enabled:
+ * false) unless extra has a train section.  The DSN is passed through the
  * environment (UNDERSTUDY_PG_DSN=dsn) when the daemon starts.
  */
 void tdaemon_config(struct tdaemon *d, const char *name, const char *brokers, const char *group,
