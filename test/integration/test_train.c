@@ -252,7 +252,8 @@ static void test_train_daemon_retrains_only_on_the_lock_holder(void **state)
     const char *bin = testenv_get("UNDERSTUDY_BIN");
     struct tmock m;
     tmock_start(&m, "ops.actions,ops.states,ops.feedback", 3);
-    const char *extra = "train:\n  enabled: true\n  rounds: 20\n  every: 1h\n";
+    const char *extra = "train:\n  enabled: true\n  rounds: 20\n  every: 1h\n"
+                        "  after_new_actions: 25\n";
     struct tdaemon a, b;
     tdaemon_config(&a, "leader-a", m.brokers, "leaders", extra);
     tdaemon_config(&b, "leader-b", m.brokers, "leaders", extra);
@@ -281,6 +282,22 @@ static void test_train_daemon_retrains_only_on_the_lock_holder(void **state)
     assert_int_equal(query_long(c, "SELECT count(*) FROM policies WHERE status = 'champion'"), 1);
     assert_int_equal(query_long(c, "SELECT count(*) FROM policies"), 1);
 
+    /* 40 new actions pass train.after_new_actions: the leader trains again. */
+    char path[600];
+    snprintf(path, sizeof path, "%s/late-actions.jsonl", testenv_get("UNDERSTUDY_TEST_TMP"));
+    struct tgen g = {.kind = "action", .n = 40, .first_id = 1, .prefix = "late", .seed = 3};
+    struct tgen_counts gc;
+    tgen_write(&g, path, &gc);
+    treplay(bin, m.brokers, "ops.actions", path);
+    long policies = 0;
+    for (int i = 0; i < 600 && policies < 2; i++) {
+        policies = query_long(c, "SELECT count(*) FROM policies");
+        if (policies < 2)
+            tsleep_ms(100);
+    }
+    assert_int_equal(policies, 2);
+    assert_int_equal(tcount(c, "action_events"), 70);
+
     /* The leader goes away; the other takes the lock over (it trains only
      * when due, and the champion is fresh, so it just leads). */
     assert_int_equal(tdaemon_stop(leader, SIGTERM, 30), 0);
@@ -294,15 +311,122 @@ static void test_train_daemon_retrains_only_on_the_lock_holder(void **state)
     }
     assert_true(led);
     (void)wb;
-    assert_int_equal(query_long(c, "SELECT count(*) FROM policies"), 1);
+    assert_int_equal(query_long(c, "SELECT count(*) FROM policies"), 2);
     assert_int_equal(tdaemon_stop(other, SIGTERM, 30), 0);
     tmock_stop(&m);
     PQfinish(c);
 }
 
+/* Runs argv; returns the exit status, stdout and stderr (caller frees). */
+static int run_cmd(const char *const *argv, char **out, char **err)
+{
+    return testenv_run(argv, NULL, out, err);
+}
+
+static void test_train_csv_predict_and_model_show(void **state)
+{
+    (void)state;
+    const char *bin = testenv_get("UNDERSTUDY_BIN");
+    char dir[512], csv[600], model[600], rows[600], bad[600];
+    snprintf(dir, sizeof dir, "%s/train-csv", testenv_get("UNDERSTUDY_TEST_TMP"));
+    snprintf(csv, sizeof csv, "%s/examples.csv", dir);
+    snprintf(model, sizeof model, "%s/model.json", dir);
+    snprintf(rows, sizeof rows, "%s/rows.csv", dir);
+    snprintf(bad, sizeof bad, "%s/bad.csv", dir);
+    char *out = NULL, *err = NULL;
+
+    const char *sim[] = {bin, "simulate", "--out", dir, "--rows", "3000", "--seed", "5", NULL};
+    assert_int_equal(run_cmd(sim, &out, &err), 0);
+    free(out);
+    free(err);
+
+    const char *train[] = {bin,        "train", "--csv", csv,   "--label", "label",
+                           "--rounds", "20",    "--out", model, NULL};
+    assert_int_equal(run_cmd(train, &out, &err), 0);
+    json_t *j = json_loads(out, JSON_DISABLE_EOF_CHECK, NULL);
+    assert_non_null(j);
+    assert_int_equal(json_integer_value(json_object_get(j, "rows")), 3000);
+    assert_int_equal(json_integer_value(json_object_get(j, "valid_rows")), 600);
+    assert_int_equal(json_integer_value(json_object_get(j, "classes")), 7);
+    assert_null(json_object_get(j, "version")); /* not registered */
+    json_decref(j);
+    free(out);
+    free(err);
+
+    /* predict: the header is the class list, one probability row per input row. */
+    FILE *f = fopen(rows, "w");
+    assert_non_null(f);
+    FILE *src = fopen(csv, "r");
+    assert_non_null(src);
+    char line[8192];
+    for (int i = 0; i < 6 && fgets(line, sizeof line, src); i++)
+        fputs(line, f);
+    fclose(src);
+    fclose(f);
+    const char *predict[] = {bin, "predict", "--model", model, "--csv", rows, NULL};
+    assert_int_equal(run_cmd(predict, &out, &err), 0);
+    char *save = NULL, *l = strtok_r(out, "\n", &save);
+    assert_string_equal(l, "bid_down,bid_up,budget_down,budget_up,creative_pause,creative_resume,"
+                           "hold");
+    int n = 0;
+    while ((l = strtok_r(NULL, "\n", &save)) != NULL) {
+        double sum = 0;
+        int fields = 0;
+        for (char *p = l, *e; *p; p = *e ? e + 1 : e, fields++) {
+            double v = strtod(p, &e);
+            assert_true(v >= 0 && v <= 1);
+            sum += v;
+        }
+        assert_int_equal(fields, 7);
+        assert_true(fabs(sum - 1) < 1e-6);
+        n++;
+    }
+    assert_int_equal(n, 5);
+    free(out);
+    free(err);
+
+    const char *show[] = {bin, "model", "show", model, NULL};
+    assert_int_equal(run_cmd(show, &out, &err), 0);
+    assert_non_null(strstr(out, "features by total split gain:"));
+    assert_non_null(strstr(out, "feature cpa_ratio (numeric)"));
+    free(out);
+    free(err);
+
+    /* Bad input: usage errors exit 2, bad files exit 1 with the reason. */
+    const char *u1[] = {bin, "train", "--csv", csv, NULL};
+    const char *u2[] = {bin, "train", "--csv", csv, "--label", "label", "--promote", NULL};
+    const char *u3[] = {bin, "train", "--from-db", "--rounds", "0", NULL};
+    const char *u4[] = {bin, "predict", "--model", model, NULL};
+    const char *u5[] = {bin, "simulate", "--out", dir, "--bias", "op-01:never=fly", NULL};
+    const char *const *usage[] = {u1, u2, u3, u4, u5};
+    for (size_t i = 0; i < sizeof usage / sizeof usage[0]; i++) {
+        assert_int_equal(run_cmd(usage[i], &out, &err), 2);
+        assert_non_null(strstr(err, "usage: understudy"));
+        free(out);
+        free(err);
+    }
+    f = fopen(bad, "w");
+    assert_non_null(f);
+    fputs("a,b,label\n1,2,hold\n3,4\n", f);
+    fclose(f);
+    const char *b1[] = {bin, "train", "--csv", bad, "--label", "label", NULL};
+    assert_int_equal(run_cmd(b1, &out, &err), 1);
+    char want[700];
+    snprintf(want, sizeof want, "%s:3: 2 fields, header has 3", bad);
+    assert_non_null(strstr(err, want));
+    free(out);
+    free(err);
+    const char *b2[] = {bin, "model", "show", bad, NULL};
+    assert_int_equal(run_cmd(b2, &out, &err), 1);
+    assert_non_null(strstr(err, bad));
+    free(out);
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_train_csv_predict_and_model_show),
         cmocka_unit_test(test_train_from_db_promotes_and_notifies),
         cmocka_unit_test(test_train_daemon_retrains_only_on_the_lock_holder),
     };
