@@ -144,9 +144,9 @@ static const struct cfg_key table[] = {
     {.path = "train.seed", .type = CFG_TYPE_INT, .def = "1",
      .imin = 0, .imax = INT64_MAX, .reloadable = true, CFG_OFF(train.seed)},
     {.path = "train.lookback", .type = CFG_TYPE_DURATION, .def = "0s",
-     .imin = 0, .imax = 10 * 365 * CFG_DAY, .reloadable = true, CFG_OFF(train.lookback_ms)},
+     .imin = 0, .imax = 3650 * CFG_DAY, .reloadable = true, CFG_OFF(train.lookback_ms)},
     {.path = "train.half_life", .type = CFG_TYPE_DURATION, .def = "0s",
-     .imin = 0, .imax = 10 * 365 * CFG_DAY, .reloadable = true, CFG_OFF(train.half_life_ms)},
+     .imin = 0, .imax = 3650 * CFG_DAY, .reloadable = true, CFG_OFF(train.half_life_ms)},
     {.path = "train.class_weight", .type = CFG_TYPE_STRING, .def = "none",
      .flags = CFG_KEY_REQUIRED, .check = check_class_weight, .reloadable = true,
      CFG_OFF(train.class_weight)},
@@ -453,7 +453,8 @@ int cfg_parse_class_weight(const char *s, enum cfg_class_weight_mode *mode,
                                      strncmp(cfg_class_names[c], p, (size_t)(eq - p)) != 0))
             c++;
         if (c == CFG_N_CLASSES) {
-            util_fmt(why, whylen, "unknown class \"%.*s\" (classes: hold, bid_up, bid_down, "
+            util_fmt(why, whylen,
+                     "unknown class \"%.*s\" (classes: hold, bid_up, bid_down, "
                      "budget_up, budget_down, creative_pause, creative_resume)",
                      (int)(eq - p), p);
             return -1;

@@ -33,7 +33,7 @@
 /* How often the thread looks at the clock, the lock and the action count. */
 #define CHECK_INTERVAL_MS 5000
 /* After a failed run, wait this long (or train.every if shorter). */
-#define RETRY_AFTER_MS (5 * 60 * 1000)
+#define RETRY_AFTER_MS INT64_C(300000)
 
 struct policy_trainer {
     pthread_t thread;

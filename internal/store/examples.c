@@ -111,8 +111,8 @@ int store_load_examples(struct store *st, const struct store_example_query *q, s
         util_format_rfc3339(q->until_us, until, sizeof until);
         params[1] = until;
     }
-    util_fmt(settle, sizeof settle, "%lld", (long long)(q->settle_ms * 1000));
-    util_fmt(hold, sizeof hold, "%lld", (long long)(q->hold_ms * 1000));
+    util_fmt(settle, sizeof settle, "%lld", (long long)q->settle_ms * 1000);
+    util_fmt(hold, sizeof hold, "%lld", (long long)q->hold_ms * 1000);
     params[2] = settle;
     params[3] = hold;
     if (q->include_operators) {

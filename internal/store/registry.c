@@ -17,6 +17,12 @@
 #include "store/store_impl.h"
 #include "util/util.h"
 
+/* A version column's text (PostgreSQL integer, so it fits). */
+static int version_of(const char *s)
+{
+    return (int)strtol(s, NULL, 10);
+}
+
 static const char *ts_param(int64_t us, char *buf, size_t size)
 {
     if (us == INT64_MIN)
@@ -45,7 +51,7 @@ int store_policy_insert(struct store *st, const struct store_policy_row *p, int 
                                6, NULL, params, NULL, NULL, 0);
     int rc = store_result_check(conn, r, PGRES_TUPLES_OK, err, errlen);
     if (rc == 0)
-        *version = atoi(PQgetvalue(r, 0, 0));
+        *version = version_of(PQgetvalue(r, 0, 0));
     PQclear(r);
     return rc;
 }
@@ -63,7 +69,7 @@ int store_policy_champion(struct store *st, int *version, char **model_json, cha
                                             " WHERE status = 'champion'");
     int rc = store_result_check(conn, r, PGRES_TUPLES_OK, err, errlen);
     if (rc == 0 && PQntuples(r) == 1) {
-        *version = atoi(PQgetvalue(r, 0, 0));
+        *version = version_of(PQgetvalue(r, 0, 0));
         if (model_json && !(*model_json = util_strdup(PQgetvalue(r, 0, 1)))) {
             util_fmt(err, errlen, "out of memory");
             *version = 0;
@@ -116,7 +122,7 @@ int store_policy_promote(struct store *st, int version, int expected_champion, c
     r = PQexec(conn, "SELECT version FROM policies WHERE status = 'champion' FOR UPDATE");
     if (store_result_check(conn, r, PGRES_TUPLES_OK, err, errlen) != 0)
         goto out;
-    int current = PQntuples(r) ? atoi(PQgetvalue(r, 0, 0)) : 0;
+    int current = PQntuples(r) ? version_of(PQgetvalue(r, 0, 0)) : 0;
     PQclear(r);
     r = NULL;
     if (current != expected_champion) {
