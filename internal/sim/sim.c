@@ -710,24 +710,15 @@ static size_t fmt_scaled(char *dst, int64_t n, int d)
     return len;
 }
 
-/* RFC 3339 UTC with seconds: days-from-civil inverted (proleptic Gregorian). */
+/* RFC 3339 UTC with whole seconds ("2026-10-05T00:00:00Z"); the options
+ * keep every time within years 1970..9999, so the layout is fixed. */
 static void fmt_time(char *dst, size_t size, int64_t ts_s)
 {
-    int64_t days = ts_s >= 0 ? ts_s / 86400 : -((-ts_s + 86399) / 86400);
-    int64_t sod = ts_s - days * 86400;
-    int64_t z = days + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t y = yoe + era * 400;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    int64_t dd = doy - (153 * mp + 2) / 5 + 1;
-    int64_t mm = mp < 10 ? mp + 3 : mp - 9;
-    if (mm <= 2)
-        y++;
-    util_fmt(dst, size, "%04d-%02d-%02dT%02d:%02d:%02dZ", (int)y, (int)mm, (int)dd,
-             (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60));
+    char full[40];
+    util_format_rfc3339(ts_s * 1000000, full, sizeof full);
+    full[19] = 'Z';
+    full[20] = '\0';
+    util_fmt(dst, size, "%s", full);
 }
 
 /* Value text of feature f: "null", a number, or a bare level. */

@@ -27,16 +27,12 @@
 
 #include <cmocka.h>
 
+#include "tfile.h"
+
 #include "dataset/dataset.h"
 #include "util/util.h"
 
 /* ---- helpers ------------------------------------------------------------- */
-
-static const char *fixtures_dir(void)
-{
-    const char *d = getenv("UNDERSTUDY_FIXTURES");
-    return d && *d ? d : "fixtures";
-}
 
 static uint64_t mix(uint64_t *s)
 {
@@ -62,28 +58,6 @@ static bool same_float(float a, float b)
     return memcmp(&a, &b, sizeof a) == 0;
 }
 
-static char *read_all(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s (run the tests from the repository root)", path);
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (cap - n < 2) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
-        }
-    }
-    fclose(f);
-    buf[n] = '\0';
-    return buf;
-}
-
 static void write_file(const char *path, const char *data, size_t len)
 {
     FILE *f = fopen(path, "wb");
@@ -102,7 +76,7 @@ static void tmp_path(char *buf, size_t size, const char *name)
 static struct ds *csv_ok(const char *name, const struct ds_csv_options *o)
 {
     char path[1024], err[512] = "";
-    snprintf(path, sizeof path, "%s/csv/%s", fixtures_dir(), name);
+    snprintf(path, sizeof path, "%s/csv/%s", tfixtures_dir(), name);
     struct ds *d = NULL;
     if (ds_read_csv(path, o, &d, err, sizeof err) != 0)
         fail_msg("%s: %s", path, err);
@@ -596,7 +570,7 @@ static int check_bad_fixture(const char *dir, const char *base)
 {
     char path[4096], csv[4096];
     snprintf(path, sizeof path, "%s/%s.expect", dir, base);
-    char *expect = read_all(path);
+    char *expect = tread_file(path, NULL);
     struct ds_csv_options o = {.label = "y"};
     const char *cat[16], *drop[16], *cls[16];
     const char *want = NULL;
@@ -683,7 +657,7 @@ static void test_dataset_read_csv_bad_fixtures(void **state)
 {
     (void)state;
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/csv", fixtures_dir());
+    snprintf(dir, sizeof dir, "%s/csv", tfixtures_dir());
     size_t n;
     char **names = list_bad(dir, &n);
     assert_true(n >= 20);
@@ -707,7 +681,7 @@ static void test_dataset_read_csv_unreadable(void **state)
     assert_string_equal(err, "/nonexistent/x.csv: cannot open: No such file or directory");
     assert_null(d);
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/csv", fixtures_dir());
+    snprintf(dir, sizeof dir, "%s/csv", tfixtures_dir());
     assert_int_equal(ds_read_csv(dir, &o, &d, err, sizeof err), -1);
     char want[1100];
     snprintf(want, sizeof want, "%s: is a directory", dir);
@@ -746,7 +720,7 @@ static void test_dataset_read_csv_alloc_failures(void **state)
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char path[1024];
-        snprintf(path, sizeof path, "%s/csv/%s", fixtures_dir(), cases[c].file);
+        snprintf(path, sizeof path, "%s/csv/%s", tfixtures_dir(), cases[c].file);
         long i;
         for (i = 0; i < 10000; i++) {
             struct ds *d = NULL;

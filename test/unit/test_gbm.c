@@ -29,6 +29,8 @@
 
 #include <cmocka.h>
 
+#include "tfile.h"
+
 #include "gbm/gbm.h"
 #include "gbm/gbm_impl.h"
 #include "util/util.h"
@@ -40,37 +42,6 @@ static void *json_alloc_via_util(size_t n)
     if (n >= 32 && (n & (n - 1)) == 0)
         return malloc(n);
     return util_malloc(n);
-}
-
-static const char *fixtures_dir(void)
-{
-    const char *d = getenv("UNDERSTUDY_FIXTURES");
-    return d && *d ? d : "fixtures";
-}
-
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s (run the tests from the repository root)", path);
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    for (;;) {
-        if (cap - n < 1024) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
-        }
-        size_t got = fread(buf + n, 1, cap - n - 1, f);
-        if (got == 0)
-            break;
-        n += got;
-    }
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
-    return buf;
 }
 
 /* xorshift64*: the tests' own seeded randomness. */
@@ -1312,7 +1283,7 @@ static void test_gbm_from_json_bad_fixtures(void **state)
 {
     (void)state;
     char dir[512], path[1024];
-    snprintf(dir, sizeof dir, "%s/models", fixtures_dir());
+    snprintf(dir, sizeof dir, "%s/models", tfixtures_dir());
     DIR *d = opendir(dir);
     if (!d)
         fail_msg("cannot open %s (run the tests from the repository root)", dir);
@@ -1324,7 +1295,7 @@ static void test_gbm_from_json_bad_fixtures(void **state)
             continue;
         size_t jlen, elen;
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        char *text = read_all(path, &jlen);
+        char *text = tread_file(path, &jlen);
         struct gbm_model *m = NULL;
         char err[512] = "";
         int rc = gbm_model_from_json(text, jlen, &m, err, sizeof err);
@@ -1341,7 +1312,7 @@ static void test_gbm_from_json_bad_fixtures(void **state)
             n_good++;
         } else {
             snprintf(path, sizeof path, "%s/%.*s.expect", dir, (int)(len - 5), de->d_name);
-            char *want = read_all(path, &elen);
+            char *want = tread_file(path, &elen);
             while (elen > 0 && (want[elen - 1] == '\n' || want[elen - 1] == '\r'))
                 want[--elen] = '\0';
             if (rc != -1 || !strstr(err, want))
