@@ -142,7 +142,7 @@ static const struct cfg_key table[] = {
     {.path = "train.threads", .type = CFG_TYPE_INT, .def = "2",
      .imin = 1, .imax = 256, .reloadable = true, CFG_OFF(train.threads)},
     {.path = "train.seed", .type = CFG_TYPE_INT, .def = "1",
-     .imin = 0, .imax = INT64_MAX, .reloadable = true, CFG_OFF(train.seed)},
+     .imin = 0, .imax = 2147483647, .reloadable = true, CFG_OFF(train.seed)},
     {.path = "train.lookback", .type = CFG_TYPE_DURATION, .def = "0s",
      .imin = 0, .imax = 3650 * CFG_DAY, .reloadable = true, CFG_OFF(train.lookback_ms)},
     {.path = "train.half_life", .type = CFG_TYPE_DURATION, .def = "0s",

@@ -723,6 +723,8 @@ static int sort_classes(struct ds *d)
 {
     int rc = -1;
     size_t nc = d->classes.n;
+    if (nc == 0)
+        return 0; /* no label column */
     const char **sorted = util_calloc(nc, sizeof *sorted);
     int32_t *map = util_calloc(nc, sizeof *map);
     size_t *count = util_calloc(nc, sizeof *count);
