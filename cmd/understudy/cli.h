@@ -50,5 +50,6 @@ int cmd_train(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
+int cmd_recommend(int argc, char **argv); /* recommend.c */
 
 #endif

@@ -50,6 +50,9 @@ static const struct command commands[] = {
      "class probabilities for each CSV row, as CSV on stdout"},
     {"model", cmd_model, "show MODEL.json | show --version N [-c FILE]",
      "print a model: classes, features by gain, step functions"},
+    {"recommend", cmd_recommend, "--jsonl FILE|- --dry-run [--model MODEL.json] [-c FILE]",
+     "score state snapshots with the champion (or --model) and print the recommendations as "
+     "JSON lines"},
     {"simulate", cmd_simulate,
      "--out DIR [--rows N] [--operators N] [--campaigns N] [--seed N] [--start T]"
      " [--temperature X] [--bias SPEC ...]",

@@ -157,8 +157,8 @@ static const struct cfg_key table[] = {
      .dmin = 0.0, .dmax = 1.0, .reloadable = true, CFG_OFF(recommend.min_confidence)},
     {.path = "recommend.ttl", .type = CFG_TYPE_DURATION, .def = "24h",
      .imin = CFG_MINUTE, .imax = 365 * CFG_DAY, .reloadable = true, CFG_OFF(recommend.ttl_ms)},
-    {.path = "recommend.ood_threshold", .type = CFG_TYPE_DOUBLE, .def = "0.8",
-     .dmin = 0.0, .dmax = 1.0, .reloadable = true, CFG_OFF(recommend.ood_threshold)},
+    {.path = "recommend.ood_threshold", .type = CFG_TYPE_DOUBLE, .def = "2.0",
+     .dmin = 0.0, .dmax = 1e6, .reloadable = true, CFG_OFF(recommend.ood_threshold)},
 
     {.path = "audit.every", .type = CFG_TYPE_DURATION, .def = "24h",
      .imin = CFG_MINUTE, .imax = 365 * CFG_DAY, .reloadable = true, CFG_OFF(audit.every_ms)},

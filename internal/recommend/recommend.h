@@ -49,7 +49,9 @@
  *   a missing value where training had no missing value: 0.5
  *
  * so 0 means every value looked like training data, and each reason adds
- * at least 0.5.  Each term is one reason naming the feature and the value.
+ * at least 0.5.  The rare-bin share is 0.01 %: with up to 255 quantile bins
+ * a bin averages 0.4 % of the mass and a bin at a tail legitimately holds
+ * a few rows, so only a nearly empty region of the training data counts.  Each term is one reason naming the feature and the value.
  *
  * Entity types (recommend_guardrails_default), as internal/sim's team acts:
  * campaign: budget_up/down; ad_group and keyword: bid_up/down; creative:
@@ -70,7 +72,7 @@
 #define RECOMMEND_WUR __attribute__((warn_unused_result))
 
 /* A bin holding less than this share of the training mass is rare. */
-#define RECOMMEND_OOD_RARE_SHARE 0.001
+#define RECOMMEND_OOD_RARE_SHARE 0.0001
 /* Contributions in the explanation text. */
 #define RECOMMEND_EXPLAIN_TOP 3
 /* At most one record per rule. */

@@ -161,7 +161,7 @@ static void assert_defaults(const struct cfg *c)
     assert_true(c->recommend.enabled);
     assert_double(c->recommend.min_confidence, 0.5);
     assert_int_equal(c->recommend.ttl_ms, 24 * 3600000);
-    assert_double(c->recommend.ood_threshold, 0.8);
+    assert_double(c->recommend.ood_threshold, 2.0);
     assert_int_equal(c->audit.every_ms, 24 * 3600000);
     assert_double(c->audit.fdr_q, 0.05);
     assert_int_equal(c->audit.min_support, 30);
