@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--valid-fraction", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time-predict", action="store_true",
+                    help="also time inplace_predict of every row on one thread (bench/score)")
     a = ap.parse_args()
 
     drop = set(filter(None, a.drop.split(",")))
@@ -115,6 +117,19 @@ def main():
         pt = np.clip(p[np.arange(n_valid), yv].astype(np.float64), 1e-15, 1.0)
         out["valid_logloss"] = float(-np.mean(np.log(pt)))
         out["valid_accuracy"] = float(np.mean(np.argmax(p, axis=1) == yv))
+    if a.time_predict:
+        if "c" in types:
+            sys.exit("--time-predict needs numeric features only (inplace_predict on numpy)")
+        booster.set_param({"nthread": 1})
+        best = None
+        for _ in range(3):
+            t0 = time.monotonic()
+            booster.inplace_predict(X)
+            dt = time.monotonic() - t0
+            best = dt if best is None or dt < best else best
+        out["predict_rows"] = n
+        out["predict_seconds"] = round(best, 6)
+        out["predict_rows_per_s"] = round(n / best)
     print(json.dumps(out))
 
 

@@ -46,7 +46,7 @@ static const struct command commands[] = {
      " [--threads N] [--valid-fraction F] [--early-stop N] [--class-weight W] [--half-life D]"
      " [--seed N] [--out MODEL.json]",
      "train the policy on the event tables or a CSV; prints one JSON line of metrics"},
-    {"predict", cmd_predict, "--model MODEL.json --csv FILE",
+    {"predict", cmd_predict, "--model MODEL.json --csv FILE [--timing]",
      "class probabilities for each CSV row, as CSV on stdout"},
     {"model", cmd_model, "show MODEL.json | show --version N [-c FILE]",
      "print a model: classes, features by gain, step functions"},

@@ -502,17 +502,24 @@ static int cmp_double(const void *pa, const void *pb)
 }
 
 /* Index of the first element > v (the number of elements <= v). */
+/*
+ * The number of a[0..n) that are <= v (a ascending).  Branch-free: the
+ * answer stays in [base - a, base - a + len] while len halves, and the
+ * compiler turns the step into a conditional move, so scoring does not pay
+ * a mispredicted branch per comparison.
+ */
 static size_t upper_bound(const double *a, size_t n, double v)
 {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (a[mid] <= v)
-            lo = mid + 1;
-        else
-            hi = mid;
+    if (n == 0)
+        return 0;
+    const double *base = a;
+    size_t len = n;
+    while (len > 1) {
+        size_t half = len / 2;
+        base += base[half] <= v ? half : 0;
+        len -= half;
     }
-    return lo;
+    return (size_t)(base - a) + (*base <= v);
 }
 
 static int compile_feature(const struct gbm_model *m, const struct gbm_booster *b, size_t f,
