@@ -385,6 +385,18 @@ static void test_train_csv_predict_and_model_show(void **state)
     free(out);
     free(err);
 
+    /* --timing reports the scoring rate on stderr and changes nothing else. */
+    const char *timed[] = {bin, "predict", "--model", model, "--csv", rows, "--timing", NULL};
+    char *out2 = NULL;
+    assert_int_equal(run_cmd(predict, &out, &err), 0);
+    free(err);
+    assert_int_equal(run_cmd(timed, &out2, &err), 0);
+    assert_string_equal(out, out2);
+    assert_non_null(strstr(err, "predict: scored 5 rows in "));
+    free(out);
+    free(out2);
+    free(err);
+
     const char *show[] = {bin, "model", "show", model, NULL};
     assert_int_equal(run_cmd(show, &out, &err), 0);
     assert_non_null(strstr(out, "features by total split gain:"));
