@@ -116,7 +116,8 @@ static void test_cli_config_check_shipped(void **state)
         "  listen: \"127.0.0.1:9464\"",
         "  learning_rate: 0.3",
         "  max_bins: 255",
-        "  ood_threshold: 0.8",
+        "  ood_threshold: 2.0",
+        "  class_weight: \"none\"",
         "  min_support: 30",
     };
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
