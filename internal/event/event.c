@@ -11,6 +11,12 @@
  * jansson's hash tables iterate in an order seeded per process, so whenever
  * several keys could be reported (state values, say) the smallest key in
  * byte order is chosen, and the same message always gets the same reason.
+ *
+ * Callers that need no state tree (limits->no_state_tree) get a fast path
+ * first: a message of the usual shape is decoded from one scan of its bytes
+ * (event_json_scan_flat) and the field checks below repeated without
+ * jansson; anything unusual, and every refusal, is left to the path above,
+ * so both give the same event or the same reason (test_event checks it).
  */
 #include "event/event.h"
 
@@ -276,7 +282,7 @@ static int get_delta(struct dec *d, const json_t *root, struct event *ev)
 
 /*
  * The state object: flat, values number/string/boolean/null.  Keeps a
- * reference in ev->state and its sorted compact text in ev->state_json.
+ * reference in ev->state (decode_json drops it again for no_state_tree).
  */
 static int get_state(struct dec *d, const json_t *root, struct event *ev)
 {
@@ -303,7 +309,7 @@ static int get_state(struct dec *d, const json_t *root, struct event *ev)
 }
 
 /*
- * Serialising state and extras.  jansson's own dump prints reals with 17
+ * Serialising extras.  jansson's own dump prints reals with 17
  * significant digits, so 31.2 would be stored as 31.199999999999999 and
  * PostgreSQL's jsonb (exact numerics) would keep it that way.  This writer
  * prints each real in the fewest digits that read back as the same double,
@@ -573,8 +579,22 @@ static int decode_feedback(struct dec *d, const json_t *root, struct event *ev)
     return 0;
 }
 
+/*
+ * state_json: the state object's text exactly as sent.  jansson accepted the
+ * message, so the member is there; were it not found, the sorted text is
+ * the next best thing.
+ */
+static int keep_state_text(const char *p, size_t len, struct event *ev)
+{
+    size_t off = 0, n = 0;
+    if (event_json_member_raw(p, len, "state", &off, &n) != 0)
+        return dump_sorted(ev->state, &ev->state_json);
+    ev->state_json = util_strndup(p + off, n);
+    return ev->state_json ? 0 : -2;
+}
+
 static int decode_json(struct dec *d, enum event_kind kind, const char *p, size_t len,
-                       struct event *ev)
+                       bool keep_tree, struct event *ev)
 {
     json_error_t err;
     const char *const *known = NULL;
@@ -607,12 +627,264 @@ static int decode_json(struct dec *d, enum event_kind kind, const char *p, size_
         break;
     }
     if (rc == 0 && ev->state)
-        rc = dump_sorted(ev->state, &ev->state_json);
+        rc = keep_state_text(p, len, ev);
     if (rc == 0)
         rc = get_extra(root, known, ev);
+    if (!keep_tree) {
+        json_decref(ev->state);
+        ev->state = NULL;
+    }
 out:
     json_decref(root);
     return rc;
+}
+
+/* ---- the fast path ----------------------------------------------------------- */
+
+/*
+ * Messages of the usual shape are decoded from event_json_scan_flat's view
+ * of the top level, without jansson.  Each check below is the one of the
+ * slow path's get_* for the same field, written as "give up" rather than
+ * "refuse": any doubt returns FAST_NO and the message is decoded again from
+ * scratch by jansson, which then accepts it or gives the reason.  So this
+ * path decides nothing the slow one would decide differently; it only
+ * accepts faster.  It never fills extra_json: an unknown key means FAST_NO.
+ */
+#define FAST_NO          1
+#define FAST_MEMBERS_MAX 16
+
+enum fast_key {
+    FK_EVENT_ID = 0,
+    FK_TS,
+    FK_OPERATOR_ID,
+    FK_CAMPAIGN_ID,
+    FK_ENTITY_TYPE,
+    FK_ENTITY_ID,
+    FK_ACTION,
+    FK_DELTA_PCT,
+    FK_STATE,
+    FK_RECOMMENDATION_ID,
+    FK_VERDICT,
+    FK_COUNT,
+};
+
+static const char *const fast_key_names[FK_COUNT] = {
+    "event_id", "ts",        "operator_id", "campaign_id",       "entity_type", "entity_id",
+    "action",   "delta_pct", "state",       "recommendation_id", "verdict"};
+
+#define FK_BIT(k) (1u << (k))
+/* The keys of each kind, as in action_keys, state_keys and feedback_keys. */
+static const unsigned fast_known[EVENT_KIND_COUNT] = {
+    [EVENT_KIND_ACTION] = FK_BIT(FK_EVENT_ID) | FK_BIT(FK_TS) | FK_BIT(FK_OPERATOR_ID) |
+                          FK_BIT(FK_CAMPAIGN_ID) | FK_BIT(FK_ENTITY_TYPE) | FK_BIT(FK_ENTITY_ID) |
+                          FK_BIT(FK_ACTION) | FK_BIT(FK_DELTA_PCT) | FK_BIT(FK_STATE),
+    [EVENT_KIND_STATE] = FK_BIT(FK_EVENT_ID) | FK_BIT(FK_TS) | FK_BIT(FK_OPERATOR_ID) |
+                         FK_BIT(FK_CAMPAIGN_ID) | FK_BIT(FK_ENTITY_TYPE) | FK_BIT(FK_ENTITY_ID) |
+                         FK_BIT(FK_ACTION) | FK_BIT(FK_DELTA_PCT) | FK_BIT(FK_STATE),
+    [EVENT_KIND_FEEDBACK] = FK_BIT(FK_EVENT_ID) | FK_BIT(FK_TS) | FK_BIT(FK_OPERATOR_ID) |
+                            FK_BIT(FK_RECOMMENDATION_ID) | FK_BIT(FK_VERDICT) | FK_BIT(FK_ACTION) |
+                            FK_BIT(FK_DELTA_PCT),
+};
+
+typedef const struct event_json_member *fast_fields[FK_COUNT];
+
+static bool fast_is(const struct event_json_member *m, const char *s)
+{
+    size_t n = strlen(s);
+    return m->vallen == n && memcmp(m->val, s, n) == 0;
+}
+
+/* A plain string: the only kind whose bytes are its value. */
+static bool fast_plain(const struct event_json_member *m)
+{
+    return m && m->type == EVENT_JSON_STRING && !m->escaped;
+}
+
+/*
+ * The strings of a fast decode: validated first, then copied into one
+ * allocation (ev->strings) once the whole event is known to be good.
+ */
+enum fast_str {
+    FS_EVENT_ID = 0,
+    FS_TS,
+    FS_OPERATOR_ID,
+    FS_CAMPAIGN_ID,
+    FS_ENTITY_ID,
+    FS_STATE,
+    FS_COUNT
+};
+typedef const struct event_json_member *fast_strs[FS_COUNT];
+
+/* get_id; m is NULL when the field is absent or null. */
+static int fast_id(const struct event_json_member *m, bool required, fast_strs out,
+                   enum fast_str slot)
+{
+    if (!m)
+        return required ? FAST_NO : 0;
+    if (!fast_plain(m) || m->vallen < 1 || m->vallen > EVENT_ID_MAX)
+        return FAST_NO;
+    out[slot] = m;
+    return 0;
+}
+
+/* get_enum */
+static int fast_enum(const struct event_json_member *m, const char *const *names, size_t n,
+                     int *out)
+{
+    if (!fast_plain(m))
+        return FAST_NO;
+    for (size_t i = 0; i < n; i++) {
+        if (fast_is(m, names[i])) {
+            *out = (int)i;
+            return 0;
+        }
+    }
+    return FAST_NO;
+}
+
+/* get_ts.  Anything longer than text[] is not RFC 3339 anyway. */
+static int fast_ts(const struct event_json_member *m, struct event *ev, fast_strs out)
+{
+    char text[64];
+    if (!fast_plain(m) || m->vallen >= sizeof text)
+        return FAST_NO;
+    memcpy(text, m->val, m->vallen);
+    text[m->vallen] = '\0';
+    if (event_parse_rfc3339(text, &ev->ts_us) != 0)
+        return FAST_NO;
+    out[FS_TS] = m;
+    return 0;
+}
+
+/*
+ * get_delta.  jansson reads an integer with strtoll and a real with strtod;
+ * for the integers let through here (18 digits at most) both give the
+ * nearest double, so one strtod serves.
+ */
+static int fast_delta(const struct event_json_member *m, struct event *ev)
+{
+    char text[64];
+    if (ev->action != EVENT_ACTION_BID_CHANGE && ev->action != EVENT_ACTION_BUDGET_CHANGE)
+        return m ? FAST_NO : 0;
+    if (!m || m->type != EVENT_JSON_NUMBER || m->vallen >= sizeof text)
+        return FAST_NO;
+    memcpy(text, m->val, m->vallen);
+    text[m->vallen] = '\0';
+    double x = strtod(text, NULL);
+    if (fpclassify(x) == FP_ZERO || !(x > DELTA_MIN_EXCL && x <= DELTA_MAX_INCL))
+        return FAST_NO;
+    ev->has_delta = true;
+    ev->delta_pct = x;
+    return 0;
+}
+
+/* get_entity */
+static int fast_entity(const fast_fields f, struct event *ev, fast_strs out)
+{
+    int e = 0;
+    STEP(fast_id(f[FK_CAMPAIGN_ID], true, out, FS_CAMPAIGN_ID));
+    STEP(fast_enum(f[FK_ENTITY_TYPE], entity_names, EVENT_ENTITY_COUNT, &e));
+    ev->entity_type = (enum event_entity)e;
+    STEP(fast_id(f[FK_ENTITY_ID], true, out, FS_ENTITY_ID));
+    return 0;
+}
+
+/* get_state: event_json_scan_flat already checked that it is flat. */
+static int fast_state(const struct event_json_member *m, fast_strs out)
+{
+    if (!m || m->type != EVENT_JSON_OBJECT)
+        return FAST_NO;
+    out[FS_STATE] = m;
+    return 0;
+}
+
+/* Checks the fields of the kind; fills ev's non-string fields and out. */
+static int fast_kind(enum event_kind kind, const fast_fields f, struct event *ev, fast_strs out)
+{
+    int a = 0;
+    STEP(fast_id(f[FK_EVENT_ID], true, out, FS_EVENT_ID));
+    STEP(fast_ts(f[FK_TS], ev, out));
+    STEP(fast_id(f[FK_OPERATOR_ID], kind != EVENT_KIND_STATE, out, FS_OPERATOR_ID));
+    switch (kind) {
+    case EVENT_KIND_ACTION:
+        STEP(fast_entity(f, ev, out));
+        STEP(fast_enum(f[FK_ACTION], action_names, EVENT_ACTION_HOLD, &a));
+        ev->has_action = true;
+        ev->action = (enum event_action)a;
+        STEP(fast_delta(f[FK_DELTA_PCT], ev));
+        return fast_state(f[FK_STATE], out);
+    case EVENT_KIND_STATE:
+        STEP(fast_entity(f, ev, out));
+        if (f[FK_ACTION] || f[FK_DELTA_PCT])
+            return FAST_NO;
+        return fast_state(f[FK_STATE], out);
+    default:
+        break;
+    }
+    const struct event_json_member *rid = f[FK_RECOMMENDATION_ID];
+    if (!rid || rid->type != EVENT_JSON_NUMBER || !rid->integer)
+        return FAST_NO;
+    char text[32];
+    memcpy(text, rid->val, rid->vallen); /* at most 19 bytes: 18 digits and a sign */
+    text[rid->vallen] = '\0';
+    ev->recommendation_id = strtoll(text, NULL, 10);
+    if (ev->recommendation_id <= 0)
+        return FAST_NO;
+    STEP(fast_enum(f[FK_VERDICT], verdict_names, EVENT_VERDICT_COUNT, &a));
+    ev->verdict = (enum event_verdict)a;
+    if (ev->verdict != EVENT_VERDICT_MODIFIED)
+        return f[FK_ACTION] || f[FK_DELTA_PCT] ? FAST_NO : 0;
+    STEP(fast_enum(f[FK_ACTION], action_names, EVENT_ACTION_COUNT, &a));
+    ev->has_action = true;
+    ev->action = (enum event_action)a;
+    return fast_delta(f[FK_DELTA_PCT], ev);
+}
+
+/* Copies the strings of a good event into one allocation.  0 or -2. */
+static int fast_take_strings(const fast_strs in, struct event *ev)
+{
+    char **dst[FS_COUNT] = {&ev->event_id,    &ev->ts_text,   &ev->operator_id,
+                            &ev->campaign_id, &ev->entity_id, &ev->state_json};
+    size_t total = 0;
+    for (int i = 0; i < FS_COUNT; i++)
+        total += in[i] ? in[i]->vallen + 1 : 0;
+    char *block = util_malloc(total ? total : 1);
+    if (!block)
+        return -2;
+    ev->strings = block;
+    for (int i = 0; i < FS_COUNT; i++) {
+        if (!in[i])
+            continue;
+        memcpy(block, in[i]->val, in[i]->vallen);
+        block[in[i]->vallen] = '\0';
+        *dst[i] = block;
+        block += in[i]->vallen + 1;
+    }
+    return 0;
+}
+
+/* Returns 0 (decoded), FAST_NO (take the slow path) or -2. */
+static int decode_fast(enum event_kind kind, const char *p, size_t len, struct event *ev)
+{
+    struct event_json_member m[FAST_MEMBERS_MAX];
+    fast_fields f = {NULL};
+    int n = event_json_scan_flat(p, len, m, FAST_MEMBERS_MAX);
+
+    if (n < 0)
+        return FAST_NO;
+    for (int i = 0; i < n; i++) {
+        int k = 0;
+        while (k < FK_COUNT && !(m[i].keylen == strlen(fast_key_names[k]) &&
+                                 memcmp(m[i].key, fast_key_names[k], m[i].keylen) == 0))
+            k++;
+        if (k == FK_COUNT || !(fast_known[kind] & FK_BIT(k)))
+            return FAST_NO; /* an extra key: the slow path collects extra_json */
+        if (m[i].type != EVENT_JSON_NULL)
+            f[k] = &m[i]; /* null counts as absent, as in field() */
+    }
+    fast_strs strs = {NULL};
+    int rc = fast_kind(kind, f, ev, strs);
+    return rc == 0 ? fast_take_strings(strs, ev) : rc;
 }
 
 int event_decode(enum event_kind kind, const void *buf, size_t len,
@@ -638,9 +910,17 @@ int event_decode(enum event_kind kind, const void *buf, size_t len,
         goto out;
     }
     ev.kind = kind;
+    bool keep_tree = !(limits && limits->no_state_tree);
+    if (!keep_tree && !limits->no_fast_path && buf && len <= limit) {
+        rc = decode_fast(kind, buf, len, &ev);
+        if (rc != FAST_NO)
+            goto out;
+        event_deinit(&ev);
+        ev.kind = kind;
+    }
     rc = check_bytes(&d, buf, len, limit);
     if (rc == 0)
-        rc = decode_json(&d, kind, buf, len, &ev);
+        rc = decode_json(&d, kind, buf, len, keep_tree, &ev);
 out:
     if (rc == 0) {
         *out = ev;
@@ -657,13 +937,17 @@ void event_deinit(struct event *ev)
 {
     if (!ev)
         return;
-    free(ev->event_id);
-    free(ev->ts_text);
-    free(ev->operator_id);
-    free(ev->campaign_id);
-    free(ev->entity_id);
+    if (ev->strings) {
+        free(ev->strings);
+    } else {
+        free(ev->event_id);
+        free(ev->ts_text);
+        free(ev->operator_id);
+        free(ev->campaign_id);
+        free(ev->entity_id);
+        free(ev->state_json);
+    }
     json_decref(ev->state);
-    free(ev->state_json);
     free(ev->extra_json);
     memset(ev, 0, sizeof *ev);
 }

@@ -27,6 +27,9 @@
  *  - recommendation_id must be a JSON integer > 0; 3.0 is refused.
  *  - Unknown top-level keys are kept in extra_json; fields of another kind
  *    (campaign_id in a feedback, say) are unknown keys there.
+ *  - state_json is the state object's text as it came, not re-serialised:
+ *    PostgreSQL's jsonb normalises it anyway (key order, white space,
+ *    escapes) and keeps numbers exactly as written.
  *  - Timestamps: see event_parse_rfc3339.
  */
 #ifndef UNDERSTUDY_EVENT_H
@@ -85,8 +88,26 @@ enum event_class {
     EVENT_CLASS_COUNT,
 };
 
+/*
+ * Options of event_decode.  A zeroed struct (or NULL) gives the default
+ * limit and the full decode: ev->state holds the state object as a jansson
+ * tree, for event_features.
+ */
 struct event_limits {
     size_t max_bytes; /* messages larger than this are refused; 0 = default */
+    /*
+     * The caller needs state_json but not the tree (the ingest path stores
+     * the text and never looks inside): ev->state stays NULL, so
+     * event_features sees every feature missing.  This enables the fast
+     * path: a message of the usual shape (known top-level keys, unescaped
+     * keys and field strings, a flat state object, numbers jansson reads
+     * without overflow) is decoded in one scan without building any tree.
+     * Anything else, refusals included, goes through jansson as before, so
+     * the verdict and the reason are the same either way.
+     */
+    bool no_state_tree;
+    /* Never take the fast path (tests compare the two paths with it). */
+    bool no_fast_path;
 };
 
 /*
@@ -106,11 +127,16 @@ struct event {
     enum event_action action;
     bool has_delta; /* delta_pct present and not null */
     double delta_pct;
-    struct json_t *state;       /* action, state: the state object (owned ref) */
-    char *state_json;           /* compact text of state, keys sorted */
+    struct json_t *state;       /* action, state: the state object (owned ref), or
+                                   NULL when decoded with no_state_tree */
+    char *state_json;           /* action, state: the text of the state object
+                                   exactly as sent (a flat JSON object) */
     char *extra_json;           /* compact object of unknown top-level keys, or NULL */
     int64_t recommendation_id;  /* feedback */
     enum event_verdict verdict; /* feedback */
+    /* When not NULL, one allocation holding the string fields above (the
+     * fast path's); event_deinit frees it instead of each of them. */
+    char *strings;
 };
 
 /*
@@ -176,6 +202,51 @@ int event_parse_rfc3339(const char *s, int64_t *out_us);
  * UTF-8.
  */
 int event_json_wellformed(const void *buf, size_t len);
+
+/* ---- scanning without a tree (event_json.c, for event_decode) ----------- */
+
+enum event_json_type {
+    EVENT_JSON_STRING = 0,
+    EVENT_JSON_NUMBER,
+    EVENT_JSON_TRUE,
+    EVENT_JSON_FALSE,
+    EVENT_JSON_NULL,
+    EVENT_JSON_OBJECT, /* a flat object: see event_json_scan_flat */
+};
+
+/* One member of a top-level object; pointers into the scanned buffer. */
+struct event_json_member {
+    const char *key; /* the key's bytes (never escaped), not terminated */
+    const char *val; /* string: the bytes between the quotes; number: the
+                        token; object: its whole text from '{' to '}' */
+    size_t keylen;
+    size_t vallen;
+    enum event_json_type type;
+    bool escaped; /* a string holding backslash escapes (val is raw) */
+    bool integer; /* a number without fraction or exponent, at most 18 digits */
+};
+
+/*
+ * Scans buf[0..len) as one JSON object of a simple shape and writes its
+ * members, in order, to out[0..max).  Returns the number of members, or -1
+ * when the text is not of that shape.  The shape: no key holds an escape or
+ * repeats; values are strings, numbers, true, false, null or objects whose
+ * values are all of the first five kinds; more than max members, or more
+ * than 192 in an inner object, also give -1.  Whatever it accepts, jansson
+ * (JSON_REJECT_DUPLICATES, no JSON_ALLOW_NUL) accepts too: bytes are
+ * checked as jansson checks them (UTF-8 inside strings and nothing but
+ * ASCII outside, no control characters, valid escapes and surrogate pairs,
+ * no \u0000, no integer beyond 18 digits, no real that overflows).  It never
+ * reports why: -1 only means "take the slow path".  Allocates nothing.
+ */
+int event_json_scan_flat(const void *buf, size_t len, struct event_json_member *out, size_t max);
+
+/*
+ * In buf[0..len), one JSON object jansson accepted, finds the top-level
+ * member whose key (unescaped) is key, and returns 0 with the offset and
+ * length of its value's text, or -1 when there is none.
+ */
+int event_json_member_raw(const void *buf, size_t len, const char *key, size_t *off, size_t *n);
 
 /* ---- features ---------------------------------------------------------- */
 

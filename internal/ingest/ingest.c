@@ -88,7 +88,7 @@ struct batch {
 enum writer_state {
     W_IDLE = 0,  /* nothing submitted; the loop owns `flight` */
     W_BUSY,      /* the writer owns `flight` and is writing it */
-    W_DONE_OK,   /* committed; `flight` is empty again */
+    W_DONE_OK,   /* committed; the loop moves `flight` to `spent` */
     W_DONE_FAIL, /* rolled back; `flight` is kept for a retry */
 };
 
@@ -108,10 +108,13 @@ struct ingest {
      * database work overlap.  At most one batch is in flight, and a batch is
      * handed over only after the previous one committed: commits stay in
      * consumption order.  The store connection is used by the writer only,
-     * or by the loop while the writer is idle.
+     * or by the loop while the writer is idle.  A committed batch moves to
+     * `spent` and the loop frees its messages after handing the writer the
+     * next batch, so the writer goes from COMMIT straight to the next COPY.
      */
     struct batch fill;
     struct batch flight;
+    struct batch spent;
     pthread_t writer;
     int writer_started;
     pthread_mutex_t wmu;
@@ -365,14 +368,24 @@ static void after_commit(struct ingest *ig, const struct batch *b)
     FAILPOINT("ingest.after_commit");
 
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    /* Messages come in runs from one partition: look the list up (by name)
+     * only when the partition changes. */
+    const rd_kafka_topic_t *last_rkt = NULL;
+    int32_t last_part = -1;
+    int at = -1;
     for (size_t i = 0; i < b->n; i++) {
         const rd_kafka_message_t *m = b->items[i].msg;
-        const char *t = rd_kafka_topic_name(m->rkt);
-        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(l, t, m->partition);
-        if (!p)
-            p = rd_kafka_topic_partition_list_add(l, t, m->partition);
-        if (m->offset + 1 > p->offset)
-            p->offset = m->offset + 1;
+        if (at < 0 || m->rkt != last_rkt || m->partition != last_part) {
+            const char *t = rd_kafka_topic_name(m->rkt);
+            rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(l, t, m->partition);
+            if (!p)
+                p = rd_kafka_topic_partition_list_add(l, t, m->partition);
+            at = (int)(p - l->elems);
+            last_rkt = m->rkt;
+            last_part = m->partition;
+        }
+        if (m->offset + 1 > l->elems[at].offset)
+            l->elems[at].offset = m->offset + 1;
     }
     for (int i = 0; i < l->cnt; i++)
         note_committed(ig, l->elems[i].topic, l->elems[i].partition, l->elems[i].offset);
@@ -390,8 +403,8 @@ static void after_commit(struct ingest *ig, const struct batch *b)
     FAILPOINT("ingest.after_offsets_store");
 }
 
-/* Writes b once (on whichever thread owns the store at the time).  Returns 0
- * when committed (b cleared) or -1 (b kept for a retry). */
+/* Writes b once (on the writer thread).  Returns 0 when committed (b is
+ * left for the loop to clear) or -1 (b kept for a retry). */
 static int write_batch(struct ingest *ig, struct batch *b)
 {
     char err[512];
@@ -422,7 +435,6 @@ static int write_batch(struct ingest *ig, struct batch *b)
     atomic_store(&ig->db_ok, 1);
     after_commit(ig, b);
     log_debug("ingest: committed a batch of %zu", b->n);
-    batch_clear(b);
     return 0;
 }
 
@@ -458,15 +470,18 @@ static void writer_submit(struct ingest *ig)
     pthread_mutex_unlock(&ig->wmu);
 }
 
-/* Waits up to timeout_ms (-1 = forever) for the writer to finish.  Returns
- * its state, which is W_BUSY only when the wait timed out. */
+/* Waits up to timeout_ms (-1 = forever, 0 = just look) for the writer to
+ * finish.  Returns its state, which is W_BUSY only when the wait timed out.
+ * A zero timeout must not reach pthread_cond_timedwait: a deadline of "now"
+ * still puts the thread to sleep until the kernel sees it has passed, one
+ * context switch per message while the writer is busy. */
 static enum writer_state writer_wait(struct ingest *ig, int timeout_ms)
 {
     pthread_mutex_lock(&ig->wmu);
     if (timeout_ms < 0) {
         while (ig->wstate == W_BUSY)
             pthread_cond_wait(&ig->wcv, &ig->wmu);
-    } else if (ig->wstate == W_BUSY) {
+    } else if (timeout_ms > 0 && ig->wstate == W_BUSY) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += timeout_ms / 1000;
@@ -537,6 +552,7 @@ static void rewind_to_database(struct ingest *ig)
     rd_kafka_topic_partition_list_t *a = NULL;
     batch_clear(&ig->fill);
     batch_clear(&ig->flight);
+    batch_clear(&ig->spent);
     if (ig->paused)
         set_paused(ig, 0);
     ig->attempts = 0;
@@ -575,6 +591,8 @@ static enum writer_state writer_collect(struct ingest *ig)
 {
     enum writer_state st = writer_wait(ig, 0);
     if (st == W_DONE_OK) {
+        batch_clear(&ig->spent);
+        batch_swap(&ig->flight, &ig->spent);
         if (ig->paused)
             set_paused(ig, 0);
         ig->attempts = 0;
@@ -616,33 +634,74 @@ static int flush_all_sync(struct ingest *ig)
         if (st != W_DONE_OK)
             return -1;
     }
+    /* Hold no messages of partitions that may be going away. */
+    batch_clear(&ig->spent);
     return 0;
 }
 
 /* ---- rebalancing ---------------------------------------------------------- */
 
+/* Sets one assigned partition's start from its stored offset (rc 0) or
+ * leaves Kafka's committed offset (rc -1, reason in err). */
+static void seek_one(struct ingest *ig, rd_kafka_topic_partition_t *p, int rc, int64_t next,
+                     const char *err)
+{
+    if (rc != 0) {
+        atomic_store(&ig->db_ok, 0);
+        log_warn("ingest: %s[%d]: cannot read the stored offset (%s); starting from "
+                 "Kafka's committed offset",
+                 p->topic, (int)p->partition, err);
+        return;
+    }
+    p->offset = next >= 0 ? next : RD_KAFKA_OFFSET_INVALID;
+    if (next >= 0)
+        log_info("ingest: %s[%d] assigned, starting at offset %lld (from PostgreSQL)", p->topic,
+                 (int)p->partition, (long long)next);
+    else
+        log_info("ingest: %s[%d] assigned, no stored offset: committed or earliest", p->topic,
+                 (int)p->partition);
+}
+
+/* Positions the assigned partitions at PostgreSQL's offsets: one query per
+ * topic (one per partition only when memory is short). */
 static void seek_from_database(struct ingest *ig, rd_kafka_topic_partition_list_t *parts)
 {
-    char err[512];
+    char err[512] = "";
+    size_t cap = (size_t)parts->cnt + 1;
+    int32_t *pnum = util_calloc(cap, sizeof *pnum);
+    int64_t *next = util_calloc(cap, sizeof *next);
+    int *member = util_calloc(cap, sizeof *member);
+    unsigned char *done = util_calloc(cap, 1);
+    int grouped = pnum && next && member && done;
+
     for (int i = 0; i < parts->cnt; i++) {
         rd_kafka_topic_partition_t *p = &parts->elems[i];
-        int64_t next = -1;
-        if (store_load_offsets(ig->store, ig->group_id, p->topic, &p->partition, 1, &next, err,
-                               sizeof err) != 0) {
-            atomic_store(&ig->db_ok, 0);
-            log_warn("ingest: %s[%d]: cannot read the stored offset (%s); starting from "
-                     "Kafka's committed offset",
-                     p->topic, (int)p->partition, err);
+        if (!grouped) {
+            int64_t one = -1;
+            int rc = store_load_offsets(ig->store, ig->group_id, p->topic, &p->partition, 1, &one,
+                                        err, sizeof err);
+            seek_one(ig, p, rc, one, err);
             continue;
         }
-        p->offset = next >= 0 ? next : RD_KAFKA_OFFSET_INVALID;
-        if (next >= 0)
-            log_info("ingest: %s[%d] assigned, starting at offset %lld (from PostgreSQL)", p->topic,
-                     (int)p->partition, (long long)next);
-        else
-            log_info("ingest: %s[%d] assigned, no stored offset: committed or earliest", p->topic,
-                     (int)p->partition);
+        if (done[i])
+            continue;
+        size_t n = 0;
+        for (int j = i; j < parts->cnt; j++) {
+            if (!done[j] && strcmp(parts->elems[j].topic, p->topic) == 0) {
+                done[j] = 1;
+                member[n] = j;
+                pnum[n++] = parts->elems[j].partition;
+            }
+        }
+        int rc =
+            store_load_offsets(ig->store, ig->group_id, p->topic, pnum, n, next, err, sizeof err);
+        for (size_t k = 0; k < n; k++)
+            seek_one(ig, &parts->elems[member[k]], rc, next[k], err);
     }
+    free(pnum);
+    free(next);
+    free(member);
+    free(done);
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -684,6 +743,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             batch_clear(&ig->flight);
         }
     }
+    batch_clear(&ig->spent);
     if (ig->paused) {
         ig->paused = 0; /* nothing left to retry; partitions are going away */
         atomic_store(&ig->paused_flag, 0);
@@ -770,6 +830,9 @@ int ingest_new(const struct cfg *cfg, struct ingest **out, char *err, size_t err
         goto out;
     }
     ig->limits.max_bytes = (size_t)cfg->ingest.max_message_bytes;
+    /* The store writes state_json and never looks inside: no jansson tree,
+     * which also lets the decoder take its fast path. */
+    ig->limits.no_state_tree = true;
     ingest_apply_config(ig, cfg);
     ig->rng = (uint64_t)util_now_wall_us() | 1;
     atomic_store(&ig->last_tick_us, util_now_mono_us());
@@ -908,6 +971,7 @@ static int drain(struct ingest *ig)
         struct timespec ts = {0, 200000000};
         nanosleep(&ts, NULL);
     }
+    batch_clear(&ig->spent);
     rd_kafka_resp_err_t e = rd_kafka_commit(ig->rk, NULL, 0);
     if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
         log_warn("ingest: final offset commit: %s", rd_kafka_err2str(e));
@@ -967,6 +1031,8 @@ int ingest_run(struct ingest *ig, volatile sig_atomic_t *stop, ingest_tick_fn ti
                 writer_submit(ig);
             }
         }
+        if (ig->spent.n > 0)
+            batch_clear(&ig->spent);
         if (now - last_lag > 1000000) {
             update_lag(ig);
             last_lag = now;
@@ -1030,6 +1096,7 @@ void ingest_free(struct ingest *ig)
     }
     batch_free(&ig->fill);
     batch_free(&ig->flight);
+    batch_free(&ig->spent);
     free(ig->committed);
     if (ig->rk)
         rd_kafka_destroy_flags(ig->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);

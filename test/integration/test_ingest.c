@@ -1,7 +1,8 @@
 /*
  * Integration: the ingest daemon against real PostgreSQL and a private mock
  * Kafka cluster.  Exact accounting, the ordering of dead letters and offsets,
- * metrics and readiness, and SIGHUP reloads.
+ * metrics and readiness, SIGHUP reloads, and the write path's fast path
+ * against its staging fallback.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -477,6 +478,317 @@ static void test_ingest_refuses_unmigrated_database(void **state)
     free(err);
 }
 
+/* ---- the fast path and the staging path ---------------------------------- */
+
+/*
+ * Events for the path test: each a template whose one "%s" is the event id.
+ * They cover what the two paths encode differently (binary COPY against
+ * text COPY): timestamps with offsets, cut fractions, before 1970, at the
+ * ends of the calendar and on a leap second; NULLs; exact doubles; 64-bit
+ * ids; state text with escapes and non-ASCII; extras; and messages the
+ * decoder reads with jansson rather than its own scanner.
+ */
+static const char *const path_states[] = {
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T14:05:11Z\",\"operator_id\":\"op-01\","
+    "\"campaign_id\":\"cmp-1\",\"entity_type\":\"campaign\",\"entity_id\":\"cmp-1\","
+    "\"state\":{\"cpa\":31.2,\"n\":-3,\"ok\":true,\"no\":false,\"z\":null,"
+    "\"s\":\"a\\\"b\\\\c\\td \\u00e9\\ud83d\\ude00 \xc3\xa9\",\"big\":123456789012345678,"
+    "\"r\":0.30000000000000004,\"e\":1e300,\"m\":-0.0,\"k\":2.50}}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T14:05:11.1234567+05:30\",\"operator_id\":null,"
+    "\"campaign_id\":\"cmp-2\",\"entity_type\":\"ad_group\",\"entity_id\":\"ag-2\","
+    "\"state\":{}}",
+    "{\"event_id\":\"%s\",\"ts\":\"1969-12-31T23:59:59.5Z\",\"campaign_id\":\"cmp-3\","
+    "\"entity_type\":\"creative\",\"entity_id\":\"cr-3\",\"state\":{\"a\":1}}",
+    "{\"event_id\":\"%s\",\"ts\":\"0001-01-01T00:00:00Z\",\"operator_id\":\"op-04\","
+    "\"campaign_id\":\"cmp-4\",\"entity_type\":\"keyword\",\"entity_id\":\"kw-4\","
+    "\"state\":{\"a\":1}}",
+    "{\"event_id\":\"%s\",\"ts\":\"9999-12-31T23:59:59.999999-00:00\",\"operator_id\":\"op-05\","
+    "\"campaign_id\":\"cmp-5\",\"entity_type\":\"keyword\",\"entity_id\":\"kw-5\","
+    "\"state\":{\"a\":1}}",
+    "{\"event_id\":\"%s\",\"ts\":\"2016-12-31T23:59:60Z\",\"operator_id\":\"op-06\","
+    "\"campaign_id\":\"cmp-6\",\"entity_type\":\"campaign\",\"entity_id\":\"cmp-6\","
+    "\"state\":{\"a\":1}}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T14:05:11Z\",\"operator_id\":\"op-07\","
+    "\"campaign_id\":\"cmp-7\",\"entity_type\":\"campaign\",\"entity_id\":\"cmp-7\","
+    "\"state\":{\"h\":-9223372036854775808}}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T14:05:11Z\",\"operator_id\":\"op-08\","
+    "\"campaign_id\":\"cmp-8\",\"entity_type\":\"campaign\",\"entity_id\":\"cmp-8\","
+    "\"state\":{\"a\":1},\"source\":\"console\",\"audit\":{\"z\":[1,{\"y\":2}]}}",
+    "{ \"event_id\" : \"%s\" , \"ts\" : \"2026-11-02T14:05:11Z\" , \"campaign_id\" : \"c-9\" ,"
+    " \"entity_type\" : \"campaign\" , \"entity_id\" : \"c-9\" , \"state\" : { \"a\" : 1 } }",
+};
+static const char *const path_actions[] = {
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T14:05:11Z\",\"operator_id\":\"op-01\","
+    "\"campaign_id\":\"cmp-1\",\"entity_type\":\"ad_group\",\"entity_id\":\"ag-1\","
+    "\"action\":\"bid_change\",\"delta_pct\":0.1,\"state\":{\"bid\":1.25}}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T14:05:11Z\",\"operator_id\":\"op-01\","
+    "\"campaign_id\":\"cmp-1\",\"entity_type\":\"ad_group\",\"entity_id\":\"ag-1\","
+    "\"action\":\"bid_change\",\"delta_pct\":-99.99999999999999,\"state\":{}}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T14:05:11Z\",\"operator_id\":\"op-01\","
+    "\"campaign_id\":\"cmp-1\",\"entity_type\":\"campaign\",\"entity_id\":\"cmp-1\","
+    "\"action\":\"budget_change\",\"delta_pct\":1000,\"state\":{}}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T14:05:11Z\",\"operator_id\":\"op-01\","
+    "\"campaign_id\":\"cmp-1\",\"entity_type\":\"campaign\",\"entity_id\":\"cmp-1\","
+    "\"action\":\"budget_change\",\"delta_pct\":-12.5,\"state\":{},\"note\":\"x\"}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T14:05:11Z\",\"operator_id\":\"op-01\","
+    "\"campaign_id\":\"cmp-1\",\"entity_type\":\"creative\",\"entity_id\":\"cr-1\","
+    "\"action\":\"creative_pause\",\"state\":{\"ctr\":0.001}}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T14:05:11Z\",\"operator_id\":\"op-01\","
+    "\"campaign_id\":\"cmp-1\",\"entity_type\":\"creative\",\"entity_id\":\"cr-1\","
+    "\"action\":\"creative_resume\",\"delta_pct\":null,\"state\":{}}",
+};
+static const char *const path_feedback[] = {
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"op-07\","
+    "\"recommendation_id\":1,\"verdict\":\"accepted\"}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"op-07\","
+    "\"recommendation_id\":9007199254740993,\"verdict\":\"rejected\"}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"op-07\","
+    "\"recommendation_id\":3,\"verdict\":\"modified\",\"action\":\"hold\"}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"op-07\","
+    "\"recommendation_id\":4,\"verdict\":\"modified\",\"action\":\"bid_change\","
+    "\"delta_pct\":12.5}",
+    "{\"event_id\":\"%s\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"op-07\","
+    "\"recommendation_id\":5,\"verdict\":\"modified\",\"action\":\"creative_pause\","
+    "\"campaign_id\":\"cmp-1\"}",
+};
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Writes the template with its "%s" replaced by the id, and a newline. */
+static void path_line(FILE *f, const char *tmpl, const char *prefix, const char *tag, size_t i)
+{
+    const char *at = strstr(tmpl, "%s");
+    assert_non_null(at);
+    fprintf(f, "%.*s%s-%s%zu%s\n", (int)(at - tmpl), tmpl, prefix, tag, i, at + 2);
+}
+
+/*
+ * Phase 1 ("x" ids): every event once, one of them twice in a row.  Phase 2
+ * ("y" ids): the same events under new ids, each between two repeats of an
+ * "x" id, so that every batch holding a "y" row also holds an id stored
+ * before.  Returns the number of lines written.
+ */
+static size_t path_write(const char *path, const char *const *fmts, size_t n, const char *tag,
+                         int phase)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    size_t lines = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (phase == 1) {
+            path_line(f, fmts[i], "x", tag, i);
+            lines++;
+            if (i == 0) { /* an in-batch duplicate, with other content */
+                path_line(f, fmts[n - 1], "x", tag, i);
+                lines++;
+            }
+        } else {
+            path_line(f, fmts[(i + 1) % n], "x", tag, i);
+            path_line(f, fmts[i], "y", tag, i);
+            path_line(f, fmts[(i + 2) % n], "x", tag, (i + 1) % n);
+            lines += 3;
+        }
+    }
+    assert_int_equal(fclose(f), 0);
+    return lines;
+}
+
+struct path_totals {
+    struct tdaemon *d;
+    long want;
+};
+
+static int path_consumed(void *ud)
+{
+    struct path_totals *t = ud;
+    int code = 0;
+    char *body = tdaemon_http(t->d, "/metrics", &code);
+    long got = 0;
+    static const char *const topics[] = {"ops.states", "ops.actions", "ops.feedback"};
+    for (int i = 0; body && i < 3; i++) {
+        char s[128];
+        snprintf(s, sizeof s, "understudy_ingest_consumed_total{topic=\"%s\"}", topics[i]);
+        got += (long)tdaemon_metric_value(body, s);
+    }
+    free(body);
+    return got >= t->want;
+}
+
+static long path_metric(struct tdaemon *d, const char *family, const char *topic)
+{
+    int code = 0;
+    char s[160];
+    char *body = tdaemon_http(d, "/metrics", &code);
+    assert_non_null(body);
+    snprintf(s, sizeof s, "%s{topic=\"%s\"}", family, topic);
+    long v = (long)tdaemon_metric_value(body, s);
+    free(body);
+    return v;
+}
+
+/* count(*) of a query with one text parameter. */
+static long path_count1(PGconn *c, const char *sql, const char *p1)
+{
+    const char *params[1] = {p1};
+    PGresult *r = PQexecParams(c, sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    long v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return v;
+}
+
+/*
+ * The fast path (binary COPY straight into the event table) and the staging
+ * path it falls back to when an id was stored before store the same values,
+ * with the same accounting: every event goes in once as "x" in a batch of
+ * new ids and once as "y" in batches that hold repeats, and the two rows
+ * must be equal in every column but the id.  The staging tables only exist
+ * once the fallback was needed, which tells the paths apart.  Last, a ts
+ * that an offset moves into year 0 is refused by PostgreSQL (22008) as it
+ * always was, and the rest of its batch is stored.
+ */
+static void test_ingest_fast_and_staging_paths_store_the_same(void **state)
+{
+    (void)state;
+    char dsn[512], ps[512], pa[512], pf[512];
+    const char *bin = testenv_get("UNDERSTUDY_BIN");
+    const char *tmp = testenv_get("UNDERSTUDY_TEST_TMP");
+    testenv_create_db("understudy_t_ingest_paths", dsn, sizeof dsn);
+    tmigrate(dsn);
+    PGconn *c = testenv_connect(dsn);
+    struct tmock m;
+    tmock_start(&m, "ops.actions,ops.states,ops.feedback", 1);
+    snprintf(ps, sizeof ps, "%s/paths-states.jsonl", tmp);
+    snprintf(pa, sizeof pa, "%s/paths-actions.jsonl", tmp);
+    snprintf(pf, sizeof pf, "%s/paths-feedback.jsonl", tmp);
+    const size_t ns = N_OF(path_states), na = N_OF(path_actions), nf = N_OF(path_feedback);
+
+    /* Phase 1: everything is there before the daemon starts: one batch. */
+    size_t lines = path_write(ps, path_states, ns, "s", 1);
+    lines += path_write(pa, path_actions, na, "a", 1);
+    lines += path_write(pf, path_feedback, nf, "f", 1);
+    treplay(bin, m.brokers, "ops.states", ps);
+    treplay(bin, m.brokers, "ops.actions", pa);
+    treplay(bin, m.brokers, "ops.feedback", pf);
+    struct tdaemon d;
+    tdaemon_config(&d, "paths", m.brokers, "paths",
+                   "ingest:\n  batch_messages: 1000\n  batch_wait: 5s\n");
+    tdaemon_start(&d, bin, dsn, NULL);
+    tdaemon_wait_ready(&d, 30);
+    struct path_totals t = {&d, (long)lines};
+    if (!twait_until(path_consumed, &t, 60))
+        fail_msg("phase 1 was not consumed in 60 s; see %s", d.log);
+    assert_int_equal(tcount(c, "pg_class WHERE relname LIKE 'understudy_stage%'"), 0);
+    assert_int_equal(tcount(c, "state_events"), (long)ns);
+    assert_int_equal(path_metric(&d, "understudy_ingest_duplicates_total", "ops.states"), 1);
+    assert_int_equal(path_metric(&d, "understudy_ingest_duplicates_total", "ops.actions"), 1);
+    assert_int_equal(path_metric(&d, "understudy_ingest_duplicates_total", "ops.feedback"), 1);
+    /* the first copy of the repeated id is the one stored */
+    assert_int_equal(tcount(c, "state_events WHERE event_id = 'x-s0' AND src_offset = 0"
+                               " AND entity_id = 'cmp-1'"),
+                     1);
+
+    /* Phase 2: new ids among repeats. */
+    lines += path_write(ps, path_states, ns, "s", 2);
+    lines += path_write(pa, path_actions, na, "a", 2);
+    lines += path_write(pf, path_feedback, nf, "f", 2);
+    treplay(bin, m.brokers, "ops.states", ps);
+    treplay(bin, m.brokers, "ops.actions", pa);
+    treplay(bin, m.brokers, "ops.feedback", pf);
+    t.want = (long)lines;
+    if (!twait_until(path_consumed, &t, 60))
+        fail_msg("phase 2 was not consumed in 60 s; see %s", d.log);
+    assert_true(tcount(c, "pg_class WHERE relname = 'understudy_stage_states'") > 0);
+    struct {
+        const char *topic, *table, *cols;
+        size_t n;
+    } k[] = {
+        {"ops.states", "state_events",
+         "ts, ts_text, operator_id, campaign_id, entity_type, entity_id, state, extra, src_topic,"
+         " src_partition",
+         ns},
+        {"ops.actions", "action_events",
+         "ts, ts_text, operator_id, campaign_id, entity_type, entity_id, action, delta_pct,"
+         " decision, state, extra, src_topic, src_partition",
+         na},
+        {"ops.feedback", "feedback_events",
+         "ts, ts_text, operator_id, recommendation_id, verdict, action, delta_pct, decision,"
+         " extra, src_topic, src_partition",
+         nf},
+    };
+    for (size_t i = 0; i < N_OF(k); i++) {
+        char sql[1024];
+        assert_int_equal(path_metric(&d, "understudy_ingest_stored_total", k[i].topic),
+                         (long)(2 * k[i].n));
+        assert_int_equal(path_metric(&d, "understudy_ingest_duplicates_total", k[i].topic),
+                         (long)(2 * k[i].n + 1));
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM %s x JOIN %s y ON y.event_id = 'y' || substr(x.event_id, 2)"
+                 " WHERE x.event_id LIKE 'x-%%'"
+                 " AND (SELECT ROW(%s) FROM %s a WHERE a.id = x.id)"
+                 " IS NOT DISTINCT FROM (SELECT ROW(%s) FROM %s b WHERE b.id = y.id)",
+                 k[i].table, k[i].table, k[i].cols, k[i].table, k[i].cols, k[i].table);
+        char *v = testenv_query_value(c, sql);
+        assert_int_equal(strtol(v, NULL, 10), (long)k[i].n);
+        free(v);
+    }
+    assert_int_equal(tcount(c, "dead_letters"), 0);
+
+    /* Values, read back through PostgreSQL's own parsers. */
+    assert_int_equal(tcount(c, "state_events WHERE ts = '2026-11-02 08:35:11.123456+00'"
+                               " AND ts_text = '2026-11-02T14:05:11.1234567+05:30'"
+                               " AND operator_id IS NULL"),
+                     2);
+    assert_int_equal(tcount(c, "state_events WHERE ts = '1969-12-31 23:59:59.5+00'"), 2);
+    assert_int_equal(tcount(c, "state_events WHERE ts = '0001-01-01 00:00:00+00'"), 2);
+    assert_int_equal(tcount(c, "state_events WHERE ts = '9999-12-31 23:59:59.999999+00'"), 2);
+    assert_int_equal(tcount(c, "state_events WHERE ts = '2016-12-31 23:59:59.999999+00'"), 2);
+    assert_int_equal(tcount(c, "state_events WHERE extra = '{\"source\":\"console\","
+                               "\"audit\":{\"z\":[1,{\"y\":2}]}}'"),
+                     2);
+    const char *st0 = strstr(path_states[0], "\"state\":") + strlen("\"state\":");
+    char st[512];
+    snprintf(st, sizeof st, "%.*s", (int)(strlen(st0) - 1), st0);
+    assert_int_equal(path_count1(c,
+                                 "SELECT count(*) FROM state_events WHERE state = $1::jsonb"
+                                 " AND event_id IN ('x-s0', 'y-s0')",
+                                 st),
+                     2);
+    assert_int_equal(tcount(c, "action_events WHERE delta_pct = 0.1::float8"
+                               " AND decision = 'bid_up'"),
+                     2);
+    assert_int_equal(tcount(c, "action_events WHERE delta_pct = -99.99999999999999::float8"
+                               " AND decision = 'bid_down'"),
+                     2);
+    assert_int_equal(tcount(c, "action_events WHERE delta_pct IS NULL"), 4);
+    assert_int_equal(tcount(c, "feedback_events WHERE recommendation_id = 9007199254740993"), 2);
+    assert_int_equal(tcount(c, "feedback_events WHERE action = 'hold' AND decision = 'hold'"
+                               " AND delta_pct IS NULL"),
+                     2);
+
+    /* Phase 3: year 0 after the offset.  The text path's verdict. */
+    FILE *f = fopen(ps, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"event_id\":\"z-1\",\"ts\":\"0001-01-01T00:00:00+01:00\",\"campaign_id\":\"c\","
+               "\"entity_type\":\"campaign\",\"entity_id\":\"c\",\"state\":{}}\n"
+               "{\"event_id\":\"z-2\",\"ts\":\"2026-11-02T14:05:11Z\",\"campaign_id\":\"c\","
+               "\"entity_type\":\"campaign\",\"entity_id\":\"c\",\"state\":{}}\n");
+    assert_int_equal(fclose(f), 0);
+    treplay(bin, m.brokers, "ops.states", ps);
+    t.want = (long)lines + 2;
+    if (!twait_until(path_consumed, &t, 60))
+        fail_msg("phase 3 was not consumed in 60 s; see %s", d.log);
+    assert_int_equal(tcount(c, "dead_letters WHERE sqlstate = '22008'"
+                               " AND reason LIKE 'database refused the event: 22008:%'"
+                               " AND convert_from(raw, 'UTF8') LIKE '%\"z-1\"%'"),
+                     1);
+    assert_int_equal(tcount(c, "state_events WHERE event_id LIKE 'z-%'"), 1);
+    assert_int_equal(tdaemon_stop(&d, SIGTERM, 30), 0);
+    PQfinish(c);
+    assert_int_equal(tmock_stop(&m), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,6 +797,7 @@ int main(void)
         cmocka_unit_test(test_ingest_sighup_reload_applies_valid_refuses_invalid),
         cmocka_unit_test(test_ingest_endpoints_answer),
         cmocka_unit_test(test_ingest_rows_refused_by_database_become_dead_letters),
+        cmocka_unit_test(test_ingest_fast_and_staging_paths_store_the_same),
         cmocka_unit_test(test_ingest_rewinds_when_database_lost_commits),
         cmocka_unit_test(test_ingest_refuses_unmigrated_database),
     };

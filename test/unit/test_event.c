@@ -7,6 +7,13 @@
  * first line is the kind), and every .json file and every line of every
  * .jsonl file in fixtures/events must decode.  Adding a file adds a case.
  *
+ * The decoder has two paths when the caller needs no state tree (the ingest
+ * path): a one-pass scanner for messages of the usual shape, and jansson for
+ * everything else.  The fixture tests run both ways, and the *_paths_agree
+ * tests decode fixtures, crafted edge cases and systematic mutations of
+ * valid events both ways and require the very same outcome: the same event
+ * or the same reason.
+ *
  * jansson is routed through util_malloc for the whole binary, so that
  * util_alloc_fail_after() reaches its allocations too and the out-of-memory
  * paths can be walked one allocation at a time.
@@ -163,7 +170,10 @@ static void decode_bad(enum event_kind kind, const char *json, const char *want)
  * One bad fixture: decodes it and returns 0 when the reason is exactly the
  * expected one and the event stayed zeroed.  On a mismatch prints why.
  */
-static int check_bad_fixture(const char *dir, const char *base)
+static const struct event_limits fast_limits = {.no_state_tree = true};
+static const struct event_limits slow_limits = {.no_state_tree = true, .no_fast_path = true};
+
+static int check_bad_fixture(const char *dir, const char *base, const struct event_limits *limits)
 {
     char path[1024];
     size_t elen = 0, jlen = 0;
@@ -190,11 +200,11 @@ static int check_bad_fixture(const char *dir, const char *base)
 
     struct event ev;
     char reason[EVENT_REASON_MAX] = "";
-    int rc = event_decode(kind, data, jlen, NULL, &ev, reason, sizeof reason);
+    int rc = event_decode(kind, data, jlen, limits, &ev, reason, sizeof reason);
     int bad = 0;
     if (rc != -1 || strcmp(reason, want) != 0) {
-        print_error("%s: got %d \"%s\"\n%*s want -1 \"%s\"\n", base, rc, reason, (int)strlen(base),
-                    "", want);
+        print_error("%s%s: got %d \"%s\"\n%*s want -1 \"%s\"\n", base,
+                    limits ? " (no state tree)" : "", rc, reason, (int)strlen(base), "", want);
         bad = 1;
     }
     if (!event_is_zero(&ev)) {
@@ -219,7 +229,8 @@ static void test_event_decode_bad_fixtures(void **state)
     assert_true(n >= 45);
     for (size_t i = 0; i < n; i++) {
         names[i][strlen(names[i]) - strlen(".expect")] = '\0';
-        failures += check_bad_fixture(dir, names[i]);
+        failures += check_bad_fixture(dir, names[i], NULL);
+        failures += check_bad_fixture(dir, names[i], &fast_limits);
     }
     free_list(names, n);
     assert_int_equal(failures, 0);
@@ -271,6 +282,14 @@ static int decode_good(enum event_kind kind, const char *what, const char *data,
         return 1;
     }
     check_good_event(&ev, kind);
+    event_deinit(&ev);
+    rc = event_decode(kind, data, len, &fast_limits, &ev, reason, sizeof reason);
+    if (rc != 0) {
+        print_error("%s (no state tree): %d %s\n", what, rc, reason);
+        return 1;
+    }
+    assert_null(ev.state);
+    assert_int_equal(ev.state_json != NULL, kind != EVENT_KIND_FEEDBACK);
     event_deinit(&ev);
     return 0;
 }
@@ -680,20 +699,31 @@ static void test_event_features_missing_null_wrong_kind(void **state)
 
 /* ---- stored text --------------------------------------------------------- */
 
-static void test_event_decode_state_json_sorted_compact(void **state)
+static void test_event_decode_state_json_as_sent(void **state)
 {
     (void)state;
     struct event ev;
-    decode_ok(EVENT_KIND_STATE,
-              "{ \"event_id\" : \"s-1\", \"ts\": \"2026-11-02T15:00:00Z\",\n"
-              "  \"state\": {\"vertical\": \"retail\", \"cpa\": 31.2, \"b\": null,\n"
-              "             \"a\": true, \"n\": -3, \"caf\\u00e9\": \"\\\"x\\\"\"},\n"
-              "  \"campaign_id\": \"c\", \"entity_type\": \"campaign\", \"entity_id\": \"c\"}\n",
-              &ev);
-    assert_string_equal(ev.state_json, "{\"a\":true,\"b\":null,\"caf\xc3\xa9\":\"\\\"x\\\"\","
-                                       "\"cpa\":31.2,\"n\":-3,\"vertical\":\"retail\"}");
+    static const char msg[] =
+        "{ \"event_id\" : \"s-1\", \"ts\": \"2026-11-02T15:00:00Z\",\n"
+        "  \"state\": {\"vertical\": \"retail\", \"cpa\": 31.2, \"b\": null,\n"
+        "             \"a\": true, \"n\": -3, \"caf\\u00e9\": \"\\\"x\\\"\"},\n"
+        "  \"campaign_id\": \"c\", \"entity_type\": \"campaign\", \"entity_id\": \"c\"}\n";
+    static const char want[] =
+        "{\"vertical\": \"retail\", \"cpa\": 31.2, \"b\": null,\n"
+        "             \"a\": true, \"n\": -3, \"caf\\u00e9\": \"\\\"x\\\"\"}";
+    decode_ok(EVENT_KIND_STATE, msg, &ev);
+    assert_string_equal(ev.state_json, want);
     assert_null(ev.extra_json);
     assert_int_equal(ev.entity_type, EVENT_ENTITY_CAMPAIGN);
+    event_deinit(&ev);
+
+    /* the same text on both paths without the tree (an escaped key: the slow one) */
+    char reason[EVENT_REASON_MAX];
+    assert_int_equal(
+        event_decode(EVENT_KIND_STATE, msg, strlen(msg), &fast_limits, &ev, reason, sizeof reason),
+        0);
+    assert_string_equal(ev.state_json, want);
+    assert_null(ev.state);
     event_deinit(&ev);
 
     decode_ok(EVENT_KIND_STATE,
@@ -701,6 +731,16 @@ static void test_event_decode_state_json_sorted_compact(void **state)
               "\"entity_type\":\"campaign\",\"entity_id\":\"c\",\"state\":{}}",
               &ev);
     assert_string_equal(ev.state_json, "{}");
+    event_deinit(&ev);
+
+    /* the key found is the top-level one, even when spelled with escapes */
+    decode_ok(
+        EVENT_KIND_STATE,
+        "{\"event_id\":\"s-1\",\"x\":{\"state\":[\"}\",{\"a\":1}]},\"ts\":\"2026-11-02T15:00:00Z\","
+        "\"campaign_id\":\"c\",\"entity_type\":\"campaign\",\"entity_id\":\"c\","
+        "\"st\\u0061te\" :\t{ \"k\" : \"v\\\"}\" } }",
+        &ev);
+    assert_string_equal(ev.state_json, "{ \"k\" : \"v\\\"}\" }");
     event_deinit(&ev);
 }
 
@@ -717,7 +757,7 @@ static void test_event_decode_extra_json_unknown_keys(void **state)
     assert_string_equal(ev.extra_json, "{\"audit\":{\"a\":null,\"z\":[1,{\"y\":2}]},"
                                        "\"note\":\"\xe2\x82\xac"
                                        "5\",\"source\":\"ops-console\"}");
-    assert_string_equal(ev.state_json, "{\"channel\":\"search\",\"cpa\":30.5}");
+    assert_string_equal(ev.state_json, "{\"cpa\":30.5,\"channel\":\"search\"}");
     assert_true(ev.has_delta);
     assert_true(ev.delta_pct < -7.99 && ev.delta_pct > -8.01);
     event_deinit(&ev);
@@ -733,26 +773,34 @@ static void test_event_decode_extra_json_unknown_keys(void **state)
     event_deinit(&ev);
 }
 
-static void test_event_decode_state_json_reals_shortest(void **state)
+static void test_event_decode_state_json_numbers_as_written(void **state)
 {
     (void)state;
     struct event ev;
-    decode_ok(EVENT_KIND_STATE,
-              "{\"event_id\":\"s-1\",\"ts\":\"2026-11-02T15:00:00Z\",\"campaign_id\":\"c\","
-              "\"entity_type\":\"campaign\",\"entity_id\":\"c\",\"state\":{\"a\":31.2,"
-              "\"b\":0.30000000000000004,\"c\":25.0,\"d\":1e300,\"e\":-0.0,\"f\":1.5e-7,"
-              "\"g\":25,\"h\":-9223372036854775808,\"i\":0.1,\"j\":123456789.123}}",
-              &ev);
-    assert_string_equal(ev.state_json, "{\"a\":31.2,\"b\":0.30000000000000004,\"c\":25.0,"
-                                       "\"d\":1e+300,\"e\":-0.0,\"f\":1.5e-07,\"g\":25,"
-                                       "\"h\":-9223372036854775808,\"i\":0.1,"
-                                       "\"j\":123456789.123}");
+    static const char st[] = "{\"a\":31.2,\"b\":0.30000000000000004,\"c\":25.0,\"d\":1e300,"
+                             "\"e\":-0.0,\"f\":1.5e-7,\"g\":25,\"h\":-9223372036854775808,"
+                             "\"i\":0.1,\"j\":123456789.123,\"k\":2.50}";
+    char msg[1024];
+    snprintf(msg, sizeof msg,
+             "{\"event_id\":\"s-1\",\"ts\":\"2026-11-02T15:00:00Z\",\"campaign_id\":\"c\","
+             "\"entity_type\":\"campaign\",\"entity_id\":\"c\",\"state\":%s}",
+             st);
+    decode_ok(EVENT_KIND_STATE, msg, &ev);
+    assert_string_equal(ev.state_json, st);
     /* what is stored reads back as the very same values */
     json_error_t err;
     json_t *back = json_loads(ev.state_json, 0, &err);
     assert_non_null(back);
     assert_true(json_equal(back, ev.state));
     json_decref(back);
+    event_deinit(&ev);
+
+    /* -9223372036854775808 has 19 digits: the fast path leaves it to jansson */
+    char reason[EVENT_REASON_MAX];
+    assert_int_equal(
+        event_decode(EVENT_KIND_STATE, msg, strlen(msg), &fast_limits, &ev, reason, sizeof reason),
+        0);
+    assert_string_equal(ev.state_json, st);
     event_deinit(&ev);
 }
 
@@ -956,6 +1004,397 @@ static void test_event_decode_accepts_edges(void **state)
     event_deinit(NULL);
 }
 
+/* ---- the fast path against jansson --------------------------------------- */
+
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Field by field; doubles compared by their bits (-Wfloat-equal). */
+static bool same_event(const struct event *a, const struct event *b)
+{
+    return a->kind == b->kind && same_str(a->event_id, b->event_id) && a->ts_us == b->ts_us &&
+           same_str(a->ts_text, b->ts_text) && same_str(a->operator_id, b->operator_id) &&
+           same_str(a->campaign_id, b->campaign_id) && a->entity_type == b->entity_type &&
+           same_str(a->entity_id, b->entity_id) && a->has_action == b->has_action &&
+           a->action == b->action && a->has_delta == b->has_delta &&
+           memcmp(&a->delta_pct, &b->delta_pct, sizeof a->delta_pct) == 0 && a->state == NULL &&
+           b->state == NULL && same_str(a->state_json, b->state_json) &&
+           same_str(a->extra_json, b->extra_json) && a->recommendation_id == b->recommendation_id &&
+           a->verdict == b->verdict;
+}
+
+/*
+ * Decodes data both ways without the tree and fails the test unless both
+ * give the same return, the same reason and the same event.  Returns the
+ * return code.
+ */
+static int check_paths_agree(enum event_kind kind, const char *data, size_t len, const char *what)
+{
+    struct event fast, slow;
+    char rf[EVENT_REASON_MAX] = "", rs[EVENT_REASON_MAX] = "";
+    int cf = event_decode(kind, data, len, &fast_limits, &fast, rf, sizeof rf);
+    int cs = event_decode(kind, data, len, &slow_limits, &slow, rs, sizeof rs);
+    if (cf != cs || strcmp(rf, rs) != 0)
+        fail_msg("%s: fast path %d \"%s\", jansson %d \"%s\"", what, cf, rf, cs, rs);
+    if (cf == 0 && !same_event(&fast, &slow))
+        fail_msg("%s: the paths decoded different events", what);
+    if (cf != 0 && !(event_is_zero(&fast) && event_is_zero(&slow)))
+        fail_msg("%s: a refused event was not left zeroed", what);
+    event_deinit(&fast);
+    event_deinit(&slow);
+    return cf;
+}
+
+static void test_event_decode_paths_agree_on_fixtures(void **state)
+{
+    (void)state;
+    static const char *const subdirs[] = {"events", "bad-events"};
+    static const char *const suffixes[] = {".json", ".jsonl"};
+    char dir[512], path[1024], what[1200];
+    size_t checked = 0;
+
+    for (size_t d = 0; d < 2; d++) {
+        snprintf(dir, sizeof dir, "%s/%s", fixtures_dir(), subdirs[d]);
+        for (size_t x = 0; x < 2; x++) {
+            size_t n = 0, len = 0;
+            char **names = list_dir(dir, suffixes[x], &n);
+            for (size_t i = 0; i < n; i++) {
+                snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+                char *data = read_all(path, &len);
+                for (char *line = data; *line;) {
+                    char *end = x == 1 ? strchr(line, '\n') : NULL;
+                    size_t llen = end ? (size_t)(end - line) : strlen(line);
+                    for (int k = 0; k < EVENT_KIND_COUNT; k++) {
+                        snprintf(what, sizeof what, "%s as %s", path,
+                                 event_kind_name((enum event_kind)k));
+                        check_paths_agree((enum event_kind)k, line, llen, what);
+                        checked++;
+                    }
+                    line += llen + (end ? 1 : 0);
+                }
+                free(data);
+            }
+            free_list(names, n);
+        }
+    }
+    assert_true(checked >= 3 * (100 + 80)); /* the bad fixtures and the good lines, each kind */
+}
+
+#define STATE_HEAD                                                                                 \
+    "{\"event_id\":\"s-1\",\"ts\":\"2026-11-02T15:00:00Z\",\"campaign_id\":\"c\","                 \
+    "\"entity_type\":\"campaign\",\"entity_id\":\"c\","
+
+/* Edge cases around every rule the scanner applies for jansson. */
+static void test_event_decode_paths_agree_on_edges(void **state)
+{
+    (void)state;
+    static const struct {
+        enum event_kind kind;
+        const char *json;
+        int want; /* the expected return, so that each case tests what it means to */
+    } cases[] = {
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1}}", 0},
+        {EVENT_KIND_STATE, " \t\r\n" STATE_HEAD "\"state\":{ } } \n", 0},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1,\"a\":2}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1,\"b\":{}}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":[1]}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":\"\\u0000\"}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":\"\\ud800\"}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":\"\\udc00\"}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":\"\\ud83d\\ude00\\u00e9\\n\"}}", 0},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":\"\\x\"}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":\"tab\there\"}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"\xc3\xa9t\xc3\xa9\":\"\xe2\x82\xac\"}}", 0},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":\"\xc3\"}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":\"\xed\xa0\x80\"}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1}}\xc2\xa0", -1},
+        {EVENT_KIND_STATE, "\xef\xbb\xbf" STATE_HEAD "\"state\":{}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":123456789012345678}}", 0},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1234567890123456789}}", 0},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":92233720368547758070}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1e308,\"b\":1e-400,\"c\":-0}}", 0},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1e309}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":01}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1.}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":.5}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":-}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1e}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":+1}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":truex}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":nul}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1,}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\" 1}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1}}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1}}x", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1},\"state\":{}}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1},\"event_id\":\"s-2\"}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1},\"extra\":[1,{\"b\":2}]}", 0},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1},\"operator_id\":null}", 0},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1},\"operator_id\":\"\"}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1},\"action\":null,\"delta_pct\":null}", 0},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1},\"action\":\"bid_change\"}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":{\"a\":1},\"delta_pct\":5}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":null}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"state\":\"{}\"}", -1},
+        {EVENT_KIND_STATE, STATE_HEAD "\"st\\u0061te\":{\"a\":1}}", 0},
+        {EVENT_KIND_STATE,
+         "{\"event_id\":\"s\\u002d1\",\"ts\":\"2026-11-02T15:00:00Z\",\"campaign_id\":\"c\","
+         "\"entity_type\":\"campaign\",\"entity_id\":\"c\",\"state\":{}}",
+         0},
+        {EVENT_KIND_STATE,
+         "{\"event_id\":\"s-1\",\"ts\":\"2026-11-02T15:00:00\\u005a\",\"campaign_id\":\"c\","
+         "\"entity_type\":\"campaign\",\"entity_id\":\"c\",\"state\":{}}",
+         0},
+        {EVENT_KIND_STATE,
+         "{\"event_id\":\"s-1\",\"ts\":\"2026-11-02T15:00:00Z\",\"campaign_id\":\"c\","
+         "\"entity_type\":\"\\u0063ampaign\",\"entity_id\":\"c\",\"state\":{}}",
+         0},
+        {EVENT_KIND_STATE,
+         "{\"event_id\":\"s-1\",\"ts\":\"2026-11-02T25:00:00Z\",\"campaign_id\":\"c\","
+         "\"entity_type\":\"campaign\",\"entity_id\":\"c\",\"state\":{}}",
+         -1},
+        {EVENT_KIND_STATE,
+         "{\"event_id\":\"s-1\",\"ts\":\"2026-11-02T15:00:00Z\",\"campaign_id\":\"c\","
+         "\"entity_type\":\"campaigns\",\"entity_id\":\"c\",\"state\":{}}",
+         -1},
+        {EVENT_KIND_STATE,
+         "{\"event_id\":\"s-1\",\"ts\":\"2026-11-02T15:00:00Z\",\"campaign_id\":\"c\","
+         "\"entity_type\":\"campaign\",\"entity_id\":1,\"state\":{}}",
+         -1},
+        {EVENT_KIND_ACTION,
+         "{\"event_id\":\"a\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"campaign_id\":\"c\",\"entity_type\":\"keyword\",\"entity_id\":\"k\","
+         "\"action\":\"bid_change\",\"delta_pct\":-99.99999999999999,\"state\":{}}",
+         0},
+        {EVENT_KIND_ACTION,
+         "{\"event_id\":\"a\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"campaign_id\":\"c\",\"entity_type\":\"keyword\",\"entity_id\":\"k\","
+         "\"action\":\"budget_change\",\"delta_pct\":1e3,\"state\":{}}",
+         0},
+        {EVENT_KIND_ACTION,
+         "{\"event_id\":\"a\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"campaign_id\":\"c\",\"entity_type\":\"keyword\",\"entity_id\":\"k\","
+         "\"action\":\"budget_change\",\"delta_pct\":1000.0000000000001,\"state\":{}}",
+         -1},
+        {EVENT_KIND_ACTION,
+         "{\"event_id\":\"a\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"campaign_id\":\"c\",\"entity_type\":\"keyword\",\"entity_id\":\"k\","
+         "\"action\":\"bid_change\",\"delta_pct\":-0.0,\"state\":{}}",
+         -1},
+        {EVENT_KIND_ACTION,
+         "{\"event_id\":\"a\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"campaign_id\":\"c\",\"entity_type\":\"keyword\",\"entity_id\":\"k\","
+         "\"action\":\"bid_change\",\"delta_pct\":\"5\",\"state\":{}}",
+         -1},
+        {EVENT_KIND_ACTION,
+         "{\"event_id\":\"a\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"campaign_id\":\"c\",\"entity_type\":\"keyword\",\"entity_id\":\"k\","
+         "\"action\":\"creative_pause\",\"delta_pct\":null,\"state\":{\"x\":true}}",
+         0},
+        {EVENT_KIND_ACTION,
+         "{\"event_id\":\"a\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"campaign_id\":\"c\",\"entity_type\":\"keyword\",\"entity_id\":\"k\","
+         "\"action\":\"creative_pause\",\"delta_pct\":3,\"state\":{}}",
+         -1},
+        {EVENT_KIND_ACTION,
+         "{\"event_id\":\"a\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"campaign_id\":\"c\",\"entity_type\":\"keyword\",\"entity_id\":\"k\","
+         "\"action\":\"hold\",\"state\":{}}",
+         -1},
+        {EVENT_KIND_FEEDBACK,
+         "{\"event_id\":\"f\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"recommendation_id\":123456789012345678,\"verdict\":\"accepted\"}",
+         0},
+        {EVENT_KIND_FEEDBACK,
+         "{\"event_id\":\"f\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"recommendation_id\":9223372036854775807,\"verdict\":\"rejected\"}",
+         0},
+        {EVENT_KIND_FEEDBACK,
+         "{\"event_id\":\"f\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"recommendation_id\":-0,\"verdict\":\"accepted\"}",
+         -1},
+        {EVENT_KIND_FEEDBACK,
+         "{\"event_id\":\"f\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"recommendation_id\":3.0,\"verdict\":\"accepted\"}",
+         -1},
+        {EVENT_KIND_FEEDBACK,
+         "{\"event_id\":\"f\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"recommendation_id\":7,\"verdict\":\"modified\",\"action\":\"hold\",\"delta_pct\":null}",
+         0},
+        {EVENT_KIND_FEEDBACK,
+         "{\"event_id\":\"f\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"recommendation_id\":7,\"verdict\":\"modified\",\"action\":\"bid_change\","
+         "\"delta_pct\":12}",
+         0},
+        {EVENT_KIND_FEEDBACK,
+         "{\"event_id\":\"f\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"recommendation_id\":7,\"verdict\":\"modified\"}",
+         -1},
+        {EVENT_KIND_FEEDBACK,
+         "{\"event_id\":\"f\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"recommendation_id\":7,\"verdict\":\"accepted\",\"action\":\"hold\"}",
+         -1},
+        {EVENT_KIND_FEEDBACK,
+         "{\"event_id\":\"f\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"recommendation_id\":7,\"verdict\":\"accepted\",\"state\":{}}",
+         0},
+        {EVENT_KIND_FEEDBACK, "{}", -1},
+        {EVENT_KIND_FEEDBACK, "[]", -1},
+        {EVENT_KIND_FEEDBACK, "", -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "case %zu", i);
+        int rc = check_paths_agree(cases[i].kind, cases[i].json, strlen(cases[i].json), what);
+        if (rc != cases[i].want)
+            fail_msg("case %zu: got %d, want %d: %s", i, rc, cases[i].want, cases[i].json);
+    }
+    /* raw NUL bytes, after the object and inside a string */
+    static const char nul_after[] = STATE_HEAD "\"state\":{\"a\":1}}\0";
+    static const char nul_inside[] = STATE_HEAD "\"state\":{\"a\":\"x\0y\"}}";
+    assert_int_equal(check_paths_agree(EVENT_KIND_STATE, nul_after, sizeof nul_after - 1, "nul"),
+                     -1);
+    assert_int_equal(check_paths_agree(EVENT_KIND_STATE, nul_inside, sizeof nul_inside - 1, "nul"),
+                     -1);
+}
+
+/*
+ * Every single-byte change of a few valid events (each byte replaced by each
+ * of a set of bytes that matter to a JSON scanner, or deleted), decoded both
+ * ways: the outcomes must agree every time.
+ */
+static void test_event_decode_paths_agree_on_mutations(void **state)
+{
+    (void)state;
+    static const struct {
+        enum event_kind kind;
+        const char *json;
+    } seeds[] = {
+        {EVENT_KIND_STATE, STATE_HEAD "\"operator_id\":null,\"state\":{\"cpa\":31.25,\"n\":-3,"
+                                      "\"ok\":true,\"no\":false,\"z\":null,\"s\":\"a\\\"\\u00e9\","
+                                      "\"e\":1.5e-3}}"},
+        {EVENT_KIND_ACTION,
+         "{\"event_id\":\"a-1\",\"ts\":\"2026-11-02T14:05:11.5+01:00\",\"operator_id\":\"o\","
+         "\"campaign_id\":\"c\",\"entity_type\":\"ad_group\",\"entity_id\":\"g\","
+         "\"action\":\"bid_change\",\"delta_pct\":-12.5,\"state\":{\"bid\":1.25}}"},
+        {EVENT_KIND_FEEDBACK,
+         "{\"event_id\":\"f-1\",\"ts\":\"2026-11-02T15:00:00Z\",\"operator_id\":\"o\","
+         "\"recommendation_id\":42,\"verdict\":\"modified\",\"action\":\"budget_change\","
+         "\"delta_pct\":20}"},
+    };
+    static const char subst[] = {'"', '\\', '{', '}', '[', ']', ':', ',', ' ', '\n',   '0',
+                                 '9', '-',  '.', 'e', 'u', 'a', 'n', 't', 'f', '\x01', '\x7f'};
+    static const unsigned char high[] = {0x80, 0xc3, 0xff};
+    char buf[1024];
+    size_t accepted = 0, total = 0;
+
+    for (size_t k = 0; k < sizeof seeds / sizeof seeds[0]; k++) {
+        const char *seed = seeds[k].json;
+        size_t n = strlen(seed);
+        assert_true(n < sizeof buf);
+        assert_int_equal(check_paths_agree(seeds[k].kind, seed, n, seed), 0);
+        for (size_t pos = 0; pos < n; pos++) {
+            for (size_t v = 0; v <= sizeof subst + sizeof high; v++) {
+                size_t len = n;
+                memcpy(buf, seed, n);
+                if (v < sizeof subst) {
+                    buf[pos] = subst[v];
+                } else if (v < sizeof subst + sizeof high) {
+                    buf[pos] = (char)high[v - sizeof subst];
+                } else {
+                    memmove(buf + pos, buf + pos + 1, n - pos - 1);
+                    len--;
+                }
+                char what[64];
+                snprintf(what, sizeof what, "seed %zu, byte %zu, variant %zu", k, pos, v);
+                if (check_paths_agree(seeds[k].kind, buf, len, what) == 0)
+                    accepted++;
+                total++;
+            }
+        }
+    }
+    /* both outcomes occur in numbers, or the test proves little */
+    assert_true(accepted > total / 20);
+    assert_true(accepted < total / 2);
+}
+
+/* The fast path is taken for the usual shape: it allocates only the event's strings. */
+static void test_event_decode_fast_path_allocates_little(void **state)
+{
+    (void)state;
+    char path[1024];
+    size_t len;
+    snprintf(path, sizeof path, "%s/events/state_snapshot.json", fixtures_dir());
+    char *data = read_all(path, &len);
+    long fast = 0, slow = 0;
+    for (int way = 0; way < 2; way++) {
+        for (long i = 0;; i++) {
+            struct event ev;
+            char reason[EVENT_REASON_MAX];
+            util_alloc_fail_after(i);
+            int rc = event_decode(EVENT_KIND_STATE, data, len, way ? &slow_limits : &fast_limits,
+                                  &ev, reason, sizeof reason);
+            util_alloc_fail_after(-1);
+            if (rc == 0) {
+                event_deinit(&ev);
+                *(way ? &slow : &fast) = i;
+                break;
+            }
+            /* out of memory is reported as such, never as a bad message */
+            assert_int_equal(rc, -2);
+            assert_string_equal(reason, "out of memory");
+            assert_true(event_is_zero(&ev));
+        }
+    }
+    free(data);
+    /* one block for event_id, ts_text, operator_id, campaign_id, entity_id, state_json */
+    assert_int_equal(fast, 1);
+    assert_true(slow > 20);
+}
+
+static void test_event_decode_no_state_tree_leaves_features_missing(void **state)
+{
+    (void)state;
+    struct event ev;
+    char reason[EVENT_REASON_MAX];
+    static const char msg[] = STATE_HEAD "\"state\":{\"cpa\":31.2}}";
+    struct event_feature_spec spec[] = {{"cpa", EVENT_FEATURE_NUMERIC}};
+    struct event_feature_value v[1];
+    assert_int_equal(
+        event_decode(EVENT_KIND_STATE, msg, strlen(msg), &fast_limits, &ev, reason, sizeof reason),
+        0);
+    assert_null(ev.state);
+    assert_string_equal(ev.state_json, "{\"cpa\":31.2}");
+    event_features(&ev, spec, 1, v);
+    assert_true(v[0].missing);
+    event_deinit(&ev);
+}
+
+static void test_event_json_member_raw_finds_top_level(void **state)
+{
+    (void)state;
+    static const char doc[] = " { \"a\" : [ \"state\" , { \"state\" : 1 } ] , \"q\\\"\" : \"}\" ,"
+                              " \"st\\u0061t\\u0065\" : { \"x\" : \"\\\\\" } , \"z\" : 2 } ";
+    size_t off = 0, n = 0;
+    assert_int_equal(event_json_member_raw(doc, strlen(doc), "state", &off, &n), 0);
+    assert_int_equal(n, strlen("{ \"x\" : \"\\\\\" }"));
+    assert_memory_equal(doc + off, "{ \"x\" : \"\\\\\" }", n);
+    assert_int_equal(event_json_member_raw(doc, strlen(doc), "z", &off, &n), 0);
+    assert_memory_equal(doc + off, "2", n);
+    assert_int_equal(event_json_member_raw(doc, strlen(doc), "q\"", &off, &n), 0);
+    assert_memory_equal(doc + off, "\"}\"", n);
+    assert_int_equal(event_json_member_raw(doc, strlen(doc), "x", &off, &n), -1);
+    assert_int_equal(event_json_member_raw(doc, strlen(doc), "stat", &off, &n), -1);
+    assert_int_equal(
+        event_json_member_raw("{\"\\ud83d\\ude00\":true}", 23, "\xf0\x9f\x98\x80", &off, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(event_json_member_raw("[]", 2, "a", &off, &n), -1);
+    assert_int_equal(event_json_member_raw("{}", 2, "a", &off, &n), -1);
+}
+
 /* ---- the syntax check behind out-of-memory detection --------------------- */
 
 static void test_event_json_wellformed_agrees_with_jansson(void **state)
@@ -1145,14 +1584,20 @@ int main(void)
         cmocka_unit_test(test_event_class_name_round_trip),
         cmocka_unit_test(test_event_features_extracts_declared),
         cmocka_unit_test(test_event_features_missing_null_wrong_kind),
-        cmocka_unit_test(test_event_decode_state_json_sorted_compact),
+        cmocka_unit_test(test_event_decode_state_json_as_sent),
         cmocka_unit_test(test_event_decode_extra_json_unknown_keys),
-        cmocka_unit_test(test_event_decode_state_json_reals_shortest),
+        cmocka_unit_test(test_event_decode_state_json_numbers_as_written),
         cmocka_unit_test(test_event_decode_extra_json_matches_jansson_layout),
         cmocka_unit_test(test_event_decode_extra_json_deep_value),
         cmocka_unit_test(test_event_decode_size_limit),
         cmocka_unit_test(test_event_decode_reason_one_line_utf8),
         cmocka_unit_test(test_event_decode_accepts_edges),
+        cmocka_unit_test(test_event_decode_paths_agree_on_fixtures),
+        cmocka_unit_test(test_event_decode_paths_agree_on_edges),
+        cmocka_unit_test(test_event_decode_paths_agree_on_mutations),
+        cmocka_unit_test(test_event_decode_fast_path_allocates_little),
+        cmocka_unit_test(test_event_decode_no_state_tree_leaves_features_missing),
+        cmocka_unit_test(test_event_json_member_raw_finds_top_level),
         cmocka_unit_test(test_event_json_wellformed_agrees_with_jansson),
         cmocka_unit_test(test_event_decode_alloc_failure_valid),
         cmocka_unit_test(test_event_decode_alloc_failure_bad_fixtures),
