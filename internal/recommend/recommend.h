@@ -51,7 +51,8 @@
  * so 0 means every value looked like training data, and each reason adds
  * at least 0.5.  The rare-bin share is 0.01 %: with up to 255 quantile bins
  * a bin averages 0.4 % of the mass and a bin at a tail legitimately holds
- * a few rows, so only a nearly empty region of the training data counts.  Each term is one reason naming the feature and the value.
+ * a few rows, so only a nearly empty region of the training data counts.  Each term is one reason
+ * naming the feature and the value.
  *
  * Entity types (recommend_guardrails_default), as internal/sim's team acts:
  * campaign: budget_up/down; ad_group and keyword: bid_up/down; creative:
