@@ -41,6 +41,10 @@ struct cfg *load_config(const char *path);
 /* Parses a decimal integer in [lo, hi]; 0 or -1. */
 int parse_int_arg(const char *s, long lo, long hi, long *out);
 
+struct gbm_model;
+/* Reads and validates a model file (train.c); 0, or -1 with "PATH: reason". */
+int load_model_file(const char *path, struct gbm_model **out, char *err, size_t errlen);
+
 /* Set by SIGTERM/SIGINT once install_stop_handlers() ran. */
 extern volatile sig_atomic_t stop_requested;
 void install_stop_handlers(void);

@@ -32,34 +32,10 @@ enum {
 static int load_policy(const struct cfg *cfg, const char *path, struct gbm_model **m, int *version,
                        char *err, size_t errlen)
 {
-    struct util_buf b;
     int rc = -1;
-    util_buf_init(&b);
     *version = 0;
-    if (path) {
-        FILE *f = fopen(path, "rb");
-        char chunk[65536];
-        size_t n;
-        if (!f) {
-            util_fmt(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-            goto out;
-        }
-        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
-            if (util_buf_append(&b, chunk, n) != 0) {
-                fclose(f);
-                util_fmt(err, errlen, "out of memory");
-                goto out;
-            }
-        }
-        fclose(f);
-        char why[1024];
-        if (gbm_model_from_json(b.data ? b.data : "", b.len, m, why, sizeof why) != 0) {
-            util_fmt(err, errlen, "%s: %s", path, why);
-            goto out;
-        }
-        rc = 0;
-        goto out;
-    }
+    if (path)
+        return load_model_file(path, m, err, errlen);
     struct store *st = NULL;
     char *text = NULL;
     if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &st, err, errlen) == 0 &&
@@ -73,8 +49,6 @@ static int load_policy(const struct cfg *cfg, const char *path, struct gbm_model
     }
     free(text);
     store_free(st);
-out:
-    util_buf_deinit(&b);
     return rc;
 }
 

@@ -504,9 +504,7 @@ done:
 
 /* ---- model show ---------------------------------------------------------- */
 
-/* Loads a model from a file or, as "version:N" or a bare number with
- * from_db, from the registry. */
-static int load_model_file(const char *path, struct gbm_model **out, char *err, size_t errlen)
+int load_model_file(const char *path, struct gbm_model **out, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     struct util_buf b;

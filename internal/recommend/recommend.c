@@ -37,7 +37,7 @@ void recommend_guardrails_default(struct recommend_guardrails *g)
     g->kill_switch = false;
     g->min_confidence = 0.5;
     g->ood_threshold = 2.0;
-    g->cooldown_ms = 6 * 3600 * 1000LL;
+    g->cooldown_ms = INT64_C(21600000); /* 6 h */
     for (size_t i = 0; i < RECOMMEND_SIZED_COUNT; i++) {
         g->max_step_pct[i] = 20.0;
         g->deadband_pct[i] = 1.0;
@@ -434,7 +434,7 @@ static int explain(const struct recommend_scorer *s, struct recommend_result *r)
     int rc = -1;
     struct util_buf b;
     util_buf_init(&b);
-    size_t chosen[RECOMMEND_EXPLAIN_TOP];
+    size_t chosen[RECOMMEND_EXPLAIN_TOP] = {0};
     size_t n_chosen = 0;
     while (n_chosen < RECOMMEND_EXPLAIN_TOP) {
         size_t best = SIZE_MAX;
