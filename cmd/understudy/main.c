@@ -21,6 +21,7 @@
 #include "metrics/metrics.h"
 #include "mockkafka/mockkafka.h"
 #include "policy/policy.h"
+#include "recommend/recommender.h"
 #include "replay/replay.h"
 #include "store/store.h"
 
@@ -48,11 +49,14 @@ static const struct command commands[] = {
      "train the policy on the event tables or a CSV; prints one JSON line of metrics"},
     {"predict", cmd_predict, "--model MODEL.json --csv FILE [--timing]",
      "class probabilities for each CSV row, as CSV on stdout"},
-    {"model", cmd_model, "show MODEL.json | show --version N [-c FILE]",
-     "print a model: classes, features by gain, step functions"},
-    {"recommend", cmd_recommend, "--jsonl FILE|- --dry-run [--model MODEL.json] [-c FILE]",
-     "score state snapshots with the champion (or --model) and print the recommendations as "
-     "JSON lines"},
+    {"model", cmd_model, "show MODEL.json | show --version N | promote --version N [-c FILE]",
+     "print a model (classes, features by gain, step functions), or make a registered version "
+     "the champion"},
+    {"recommend", cmd_recommend,
+     "--from-db [--since TIME] [--dry-run] | --jsonl FILE|- --dry-run [--model MODEL.json] "
+     "[-c FILE]",
+     "score stored (--from-db) or given snapshots with the champion (or --model) and write the "
+     "recommendations, or print them as JSON lines (--dry-run)"},
     {"simulate", cmd_simulate,
      "--out DIR [--rows N] [--operators N] [--campaigns N] [--seed N] [--start T]"
      " [--temperature X] [--bias SPEC ...]",
@@ -348,6 +352,7 @@ struct daemon {
     struct cfg *cfg;  /* the configuration in force */
     struct ingest *ig;
     struct policy_trainer *trainer;
+    struct recommender *recommender;
 };
 
 static int daemon_render_metrics(struct util_buf *b, void *ud)
@@ -355,7 +360,9 @@ static int daemon_render_metrics(struct util_buf *b, void *ud)
     struct daemon *d = ud;
     if (ingest_render_metrics(b, d->ig) != 0)
         return -1;
-    return d->trainer ? policy_trainer_render_metrics(b, d->trainer) : 0;
+    if (d->trainer && policy_trainer_render_metrics(b, d->trainer) != 0)
+        return -1;
+    return d->recommender ? recommender_render_metrics(b, d->recommender) : 0;
 }
 
 static int daemon_ready(void *ud, char *why, size_t whylen)
@@ -391,6 +398,7 @@ static void daemon_tick(struct ingest *ig, void *ud)
     log_setup(next->log.level, next->log.format);
     ingest_apply_config(ig, next);
     policy_trainer_apply_config(d->trainer, next);
+    recommender_apply_config(d->recommender, next);
     cfg_free(d->cfg);
     d->cfg = next;
     log_info("config: reloaded %s", d->path ? d->path : "(embedded defaults)");
@@ -408,7 +416,7 @@ static int cmd_run(int argc, char **argv)
     if (st >= 0)
         return st;
 
-    struct daemon d = {config_path_from(path), NULL, NULL, NULL};
+    struct daemon d = {config_path_from(path), NULL, NULL, NULL, NULL};
     d.cfg = load_config(d.path);
     if (!d.cfg)
         return EXIT_USAGE;
@@ -421,7 +429,8 @@ static int cmd_run(int argc, char **argv)
         goto out;
     }
     d.ig = ig;
-    if (policy_trainer_start(d.cfg, &d.trainer, err, sizeof err) != 0) {
+    if (policy_trainer_start(d.cfg, &d.trainer, err, sizeof err) != 0 ||
+        recommender_start(d.cfg, &d.recommender, err, sizeof err) != 0) {
         log_error("run: %s", err);
         goto out;
     }
@@ -455,6 +464,7 @@ static int cmd_run(int argc, char **argv)
     rc = r == 0 ? 0 : 1;
 out:
     metrics_server_stop(ms);
+    recommender_stop(d.recommender);
     policy_trainer_stop(d.trainer);
     ingest_free(ig);
     cfg_free(d.cfg);

@@ -1,9 +1,12 @@
 /*
- * understudy recommend: score state snapshots with a policy and print what
- * the recommender would write, one JSON object per line (internal/recommend
- * does the work).  This version reads snapshots from a JSONL file and only
- * prints (--dry-run); writing recommendations to PostgreSQL is the
- * daemon's job and comes with it.
+ * understudy recommend: score state snapshots with the champion (or a
+ * model file) outside the daemon.  Snapshots come from a JSONL file
+ * (--jsonl, always --dry-run: they are not stored events) or from
+ * state_events (--from-db: those with no recommendation or abstention yet,
+ * or with --since every one from that time on).  --dry-run prints one JSON
+ * object per snapshot (recommend_result_json); otherwise the rows are
+ * written exactly as the daemon writes them (internal/recommend), so
+ * running it twice, or while the daemon runs, writes nothing twice.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,6 +22,7 @@
 #include "gbm/gbm.h"
 #include "log/log.h"
 #include "recommend/recommend.h"
+#include "recommend/recommender.h"
 #include "store/store.h"
 #include "util/util.h"
 
@@ -26,6 +30,8 @@ enum {
     OPT_JSONL = 256,
     OPT_MODEL,
     OPT_DRY_RUN,
+    OPT_FROM_DB,
+    OPT_SINCE,
 };
 
 /* Loads the model from a file, or the champion from the registry. */
@@ -56,37 +62,76 @@ static int load_policy(const struct cfg *cfg, const char *path, struct gbm_model
 static int print_result(const struct recommend_scorer *sc, const struct event *ev, int version,
                         const struct recommend_result *r)
 {
-    json_t *j = json_object();
-    if (!j)
-        return -1;
-    json_object_set_new(j, "state_event_id", json_string(ev->event_id));
-    json_object_set_new(j, "entity_type", json_string(event_entity_name(ev->entity_type)));
-    json_object_set_new(j, "entity_id", json_string(ev->entity_id));
-    json_object_set_new(j, "campaign_id", json_string(ev->campaign_id));
-    json_object_set_new(j, "operator_id",
-                        ev->operator_id ? json_string(ev->operator_id) : json_null());
-    json_object_set_new(j, "policy_version", version ? json_integer(version) : json_null());
-    json_object_set_new(j, "status", json_string(recommend_status_name(r->status)));
-    json_object_set_new(
-        j, "reason",
-        r->status == RECOMMEND_OPEN ? json_null() : json_string(recommend_reason_name(r->reason)));
-    json_object_set_new(j, "action", json_string(event_class_name(r->cls)));
-    json_object_set_new(j, "confidence", json_real(r->confidence));
-    json_object_set_new(j, "delta_pct",
-                        isfinite(r->delta_pct) ? json_real(r->delta_pct) : json_null());
-    json_object_set_new(j, "explanation",
-                        r->explanation ? json_string(r->explanation) : json_null());
-    json_object_set_new(j, "probabilities", recommend_probabilities_json(sc, r));
-    json_object_set_new(j, "contributions", recommend_contributions_json(sc, r));
-    json_object_set_new(j, "ood_score", json_real(r->ood_score));
-    json_object_set_new(j, "ood_reasons", recommend_ood_json(sc, r));
-    json_object_set_new(j, "guardrails", recommend_guardrails_json(r));
-    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    json_t *j = recommend_result_json(sc, ev, version, r);
+    char *s =
+        j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(j);
     if (!s)
         return -1;
     int rc = printf("%s\n", s) < 0 ? -1 : 0;
     free(s);
+    return rc;
+}
+
+/* --from-db: pages of stored snapshots, printed or written. */
+static int from_db(const struct cfg *cfg, const struct recommend_scorer *sc, int version,
+                   const struct recommend_guardrails *g, const char *since, bool dry_run, char *err,
+                   size_t errlen)
+{
+    struct store *st = NULL;
+    struct recommend_batch_stats stats;
+    int64_t since_us = 0, scored_through = 0, max_id = 0, settled = 0;
+    int rc = -1;
+
+    memset(&stats, 0, sizeof stats);
+    if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &st, err, errlen) != 0 ||
+        store_recs_progress(st, 0, &scored_through, &max_id, &settled, err, errlen) != 0)
+        goto out;
+    if (since && event_parse_rfc3339(since, &since_us) != 0) {
+        util_fmt(err, errlen, "--since takes an RFC 3339 time, not '%s'", since);
+        goto out;
+    }
+    struct recommend_batch_args a = {
+        .store = st,
+        .scorer = sc,
+        .version = version,
+        .guardrails = g,
+        .query =
+            {
+                .by = since ? STORE_SNAP_SINCE_TS : STORE_SNAP_UNSCORED,
+                .until_id = max_id,
+                .since_us = since_us,
+                .limit = cfg->recommend.batch,
+            },
+        .ttl_ms = cfg->recommend.ttl_ms,
+        .progress = -1,
+        .print = dry_run ? stdout : NULL,
+    };
+    for (;;) {
+        size_t before = stats.read;
+        if (recommend_batch(&a, &stats, err, errlen) != 0)
+            goto out;
+        if (stats.read - before < (size_t)a.query.limit || stop_requested)
+            break;
+        a.query.after_id = stats.max_id;
+    }
+    if (dry_run && fflush(stdout) != 0) {
+        util_fmt(err, errlen, "write error on stdout");
+        goto out;
+    }
+    /* A writing run also retires what is due, as the daemon does. */
+    int64_t expired = 0;
+    if (!dry_run && store_recs_expire(st, &expired, err, errlen) != 0)
+        goto out;
+    if (expired > 0)
+        log_info("recommend: %lld open recommendation(s) expired", (long long)expired);
+    log_info("recommend: %zu stored snapshot(s) scored with policy version %d: %zu %s open, "
+             "%zu %s abstentions, %zu superseded, %zu unreadable",
+             stats.read, version, stats.opened, dry_run ? "would be" : "new", stats.abstained,
+             dry_run ? "would be" : "new", stats.superseded, stats.bad);
+    rc = stats.bad ? 1 : 0;
+out:
+    store_free(st);
     return rc;
 }
 
@@ -97,11 +142,13 @@ int cmd_recommend(int argc, char **argv)
         {"jsonl", required_argument, NULL, OPT_JSONL},
         {"model", required_argument, NULL, OPT_MODEL},
         {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+        {"from-db", no_argument, NULL, OPT_FROM_DB},
+        {"since", required_argument, NULL, OPT_SINCE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *jsonl = NULL, *model = NULL;
-    bool dry_run = false;
+    const char *config = NULL, *jsonl = NULL, *model = NULL, *since = NULL;
+    bool dry_run = false, db = false;
     int c;
     while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
         switch (c) {
@@ -117,6 +164,12 @@ int cmd_recommend(int argc, char **argv)
         case OPT_DRY_RUN:
             dry_run = true;
             break;
+        case OPT_FROM_DB:
+            db = true;
+            break;
+        case OPT_SINCE:
+            since = optarg;
+            break;
         case 'h':
             print_command_usage(stdout, find_command("recommend"));
             return 0;
@@ -126,11 +179,21 @@ int cmd_recommend(int argc, char **argv)
     }
     if (optind < argc)
         return usage_error("recommend", "unexpected argument %s", argv[optind]);
-    if (!jsonl)
-        return usage_error("recommend", "--jsonl FILE is required");
-    if (!dry_run)
-        return usage_error("recommend", "only --dry-run is available: the daemon writes "
-                                        "recommendations");
+    if (!jsonl == !db)
+        return usage_error("recommend", "give one of --from-db or --jsonl FILE");
+    if (since && !db)
+        return usage_error("recommend", "--since goes with --from-db");
+    if (since) {
+        int64_t us;
+        if (event_parse_rfc3339(since, &us) != 0)
+            return usage_error("recommend", "--since takes an RFC 3339 time, not '%s'", since);
+    }
+    if (jsonl && !dry_run)
+        return usage_error("recommend", "--jsonl needs --dry-run: snapshots from a file are not "
+                                        "stored events, so nothing is written for them");
+    if (model && !dry_run)
+        return usage_error("recommend", "--model needs --dry-run: written recommendations name "
+                                        "a registered policy version");
 
     struct cfg *cfg = load_config(config_path_from(config));
     if (!cfg)
@@ -146,12 +209,18 @@ int cmd_recommend(int argc, char **argv)
     int version = 0, rc = 1;
 
     recommend_result_init(&r);
-    recommend_guardrails_default(&g);
-    g.min_confidence = cfg->recommend.min_confidence;
-    g.ood_threshold = cfg->recommend.ood_threshold;
-    if (load_policy(cfg, model, &m, &version, err, sizeof err) != 0 ||
+    if (recommend_guardrails_from_cfg(cfg, &g, err, sizeof err) != 0 ||
+        load_policy(cfg, model, &m, &version, err, sizeof err) != 0 ||
         recommend_scorer_new(m, &sc, err, sizeof err) != 0)
         goto fail;
+    if (db) {
+        rc = from_db(cfg, sc, version, &g, since, dry_run, err, sizeof err);
+        if (rc < 0) {
+            rc = 1;
+            goto fail;
+        }
+        goto out;
+    }
     if (strcmp(jsonl, "-") == 0) {
         in = stdin;
     } else if (!(in = fopen(jsonl, "r"))) {

@@ -587,6 +587,53 @@ static int show_model(const struct gbm_model *m, FILE *f)
     return gbm_model_dump(m, f);
 }
 
+/*
+ * model promote --version N: makes a registered version the champion
+ * whatever its metrics (a rollback, or a challenger an analyst chose), with
+ * the same transaction and NOTIFY as an automatic promotion.
+ */
+static int promote_version(const char *config, int version)
+{
+    struct cfg *cfg = load_config(config_path_from(config));
+    struct store *st = NULL;
+    char err[1024], status[16] = "";
+    int rc = 1, champion = 0;
+    if (!cfg)
+        return EXIT_USAGE;
+    if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &st, err, sizeof err) != 0)
+        goto fail;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        char *text = NULL;
+        int got = store_policy_get(st, version, &text, status, err, sizeof err);
+        free(text);
+        if (got == 1)
+            util_fmt(err, sizeof err, "policy version %d does not exist", version);
+        if (got != 0 || store_policy_champion(st, &champion, NULL, err, sizeof err) != 0)
+            goto fail;
+        if (champion == version) {
+            log_info("model: policy version %d is already the champion", version);
+            rc = 0;
+            goto out;
+        }
+        int p = store_policy_promote(st, version, champion, err, sizeof err);
+        if (p < 0)
+            goto fail;
+        if (p == 0) {
+            log_info("model: policy version %d is the champion (was %d)", version, champion);
+            rc = 0;
+            goto out;
+        }
+        /* Another promotion came in between: look again. */
+    }
+    util_fmt(err, sizeof err, "the champion kept changing; try again");
+fail:
+    log_error("model: %s", err);
+out:
+    store_free(st);
+    cfg_free(cfg);
+    return rc;
+}
+
 int cmd_model(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -612,16 +659,22 @@ int cmd_model(int argc, char **argv)
             return option_error("model", c, argv);
         }
     }
-    if (optind >= argc || strcmp(argv[optind], "show") != 0)
+    bool promote = optind < argc && strcmp(argv[optind], "promote") == 0;
+    if (optind >= argc || (!promote && strcmp(argv[optind], "show") != 0))
         return usage_error("model", optind < argc ? "unknown subcommand %s" : "%s",
-                           optind < argc ? argv[optind] : "a subcommand is required (show)");
+                           optind < argc ? argv[optind]
+                                         : "a subcommand is required (show, promote)");
     optind++;
+    if (promote && (!version || optind != argc))
+        return usage_error("model", "model promote takes --version N only");
     if (version ? optind != argc : optind != argc - 1)
         return usage_error("model", "model show takes one MODEL.json, or --version N");
     long v = 0;
     if (version && (parse_int_arg(version, 1, 0x7fffffffL, &v) != 0 || strcmp(version, "0") == 0))
         return usage_error("model", "--version takes a policy version (1, 2, ...), not '%s'",
                            version);
+    if (promote)
+        return promote_version(config, (int)v);
 
     struct gbm_model *m = NULL;
     char err[2048];

@@ -29,6 +29,12 @@ _Static_assert(LOG_LEVEL_DEBUG == 0 && LOG_LEVEL_ERROR == 3, "level_names follow
 _Static_assert(LOG_FORMAT_TEXT == 0 && LOG_FORMAT_JSON == 1, "format_names follows log.h");
 _Static_assert(EVENT_FEATURE_NUMERIC == 0 && EVENT_FEATURE_CATEGORICAL == 1,
                "cfg_feature_kind_names follows event.h");
+_Static_assert(CFG_N_CLASSES == EVENT_CLASS_COUNT && EVENT_CLASS_HOLD == 0 &&
+                   EVENT_CLASS_BID_UP == 1 && EVENT_CLASS_BID_DOWN == 2 &&
+                   EVENT_CLASS_BUDGET_UP == 3 && EVENT_CLASS_BUDGET_DOWN == 4 &&
+                   EVENT_CLASS_CREATIVE_PAUSE == 5 && EVENT_CLASS_CREATIVE_RESUME == 6,
+               "cfg_class_names follows event.h");
+_Static_assert(CFG_N_CLASSES <= 32, "class masks are uint32_t");
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const format_names[] = {"text", "json", NULL};
@@ -49,6 +55,7 @@ static const struct {
 static int check_topic(const char *value, char *why, size_t whylen);
 static int check_listen(const char *value, char *why, size_t whylen);
 static int check_class_weight(const char *value, char *why, size_t whylen);
+static int check_class_list(const char *value, char *why, size_t whylen);
 
 #define CFG_SECOND   INT64_C(1000)
 #define CFG_MINUTE   (60 * CFG_SECOND)
@@ -80,6 +87,9 @@ static const struct cfg_key table[] = {
      .flags = CFG_KEY_REQUIRED, .check = check_topic, CFG_OFF(kafka.topic_states)},
     {.path = "kafka.topics.feedback", .type = CFG_TYPE_STRING, .def = "ops.feedback",
      .flags = CFG_KEY_REQUIRED, .check = check_topic, CFG_OFF(kafka.topic_feedback)},
+    {.path = "kafka.topics.recommendations", .type = CFG_TYPE_STRING,
+     .def = "ops.recommendations", .flags = CFG_KEY_REQUIRED, .check = check_topic,
+     CFG_OFF(kafka.topic_recommendations)},
     {.path = "kafka.properties", .type = CFG_TYPE_MAP,
      CFG_OFF(kafka.properties), CFG_COUNT(kafka.n_properties)},
 
@@ -159,6 +169,52 @@ static const struct cfg_key table[] = {
      .imin = CFG_MINUTE, .imax = 365 * CFG_DAY, .reloadable = true, CFG_OFF(recommend.ttl_ms)},
     {.path = "recommend.ood_threshold", .type = CFG_TYPE_DOUBLE, .def = "2.0",
      .dmin = 0.0, .dmax = 1e6, .reloadable = true, CFG_OFF(recommend.ood_threshold)},
+    {.path = "recommend.kill_switch", .type = CFG_TYPE_BOOL, .def = "false",
+     .reloadable = true, CFG_OFF(recommend.kill_switch)},
+    {.path = "recommend.cooldown", .type = CFG_TYPE_DURATION, .def = "6h",
+     .imin = 0, .imax = 30 * CFG_DAY, .reloadable = true, CFG_OFF(recommend.cooldown_ms)},
+    {.path = "recommend.max_step_pct.bid_up", .type = CFG_TYPE_DOUBLE, .def = "20.0",
+     .dmin = 0.0, .dmax = 1000.0, .reloadable = true,
+     CFG_OFF(recommend.max_step_pct[CFG_SIZED_BID_UP])},
+    {.path = "recommend.max_step_pct.bid_down", .type = CFG_TYPE_DOUBLE, .def = "20.0",
+     .dmin = 0.0, .dmax = 1000.0, .reloadable = true,
+     CFG_OFF(recommend.max_step_pct[CFG_SIZED_BID_DOWN])},
+    {.path = "recommend.max_step_pct.budget_up", .type = CFG_TYPE_DOUBLE, .def = "20.0",
+     .dmin = 0.0, .dmax = 1000.0, .reloadable = true,
+     CFG_OFF(recommend.max_step_pct[CFG_SIZED_BUDGET_UP])},
+    {.path = "recommend.max_step_pct.budget_down", .type = CFG_TYPE_DOUBLE, .def = "20.0",
+     .dmin = 0.0, .dmax = 1000.0, .reloadable = true,
+     CFG_OFF(recommend.max_step_pct[CFG_SIZED_BUDGET_DOWN])},
+    {.path = "recommend.deadband_pct.bid_up", .type = CFG_TYPE_DOUBLE, .def = "1.0",
+     .dmin = 0.0, .dmax = 100.0, .reloadable = true,
+     CFG_OFF(recommend.deadband_pct[CFG_SIZED_BID_UP])},
+    {.path = "recommend.deadband_pct.bid_down", .type = CFG_TYPE_DOUBLE, .def = "1.0",
+     .dmin = 0.0, .dmax = 100.0, .reloadable = true,
+     CFG_OFF(recommend.deadband_pct[CFG_SIZED_BID_DOWN])},
+    {.path = "recommend.deadband_pct.budget_up", .type = CFG_TYPE_DOUBLE, .def = "1.0",
+     .dmin = 0.0, .dmax = 100.0, .reloadable = true,
+     CFG_OFF(recommend.deadband_pct[CFG_SIZED_BUDGET_UP])},
+    {.path = "recommend.deadband_pct.budget_down", .type = CFG_TYPE_DOUBLE, .def = "1.0",
+     .dmin = 0.0, .dmax = 100.0, .reloadable = true,
+     CFG_OFF(recommend.deadband_pct[CFG_SIZED_BUDGET_DOWN])},
+    {.path = "recommend.allowed.campaign", .type = CFG_TYPE_STRING, .def = "budget_up,budget_down",
+     .check = check_class_list, .reloadable = true,
+     CFG_OFF(recommend.allowed[EVENT_ENTITY_CAMPAIGN])},
+    {.path = "recommend.allowed.ad_group", .type = CFG_TYPE_STRING, .def = "bid_up,bid_down",
+     .check = check_class_list, .reloadable = true,
+     CFG_OFF(recommend.allowed[EVENT_ENTITY_AD_GROUP])},
+    {.path = "recommend.allowed.creative", .type = CFG_TYPE_STRING,
+     .def = "creative_pause,creative_resume", .check = check_class_list, .reloadable = true,
+     CFG_OFF(recommend.allowed[EVENT_ENTITY_CREATIVE])},
+    {.path = "recommend.allowed.keyword", .type = CFG_TYPE_STRING, .def = "bid_up,bid_down",
+     .check = check_class_list, .reloadable = true,
+     CFG_OFF(recommend.allowed[EVENT_ENTITY_KEYWORD])},
+    {.path = "recommend.batch", .type = CFG_TYPE_INT, .def = "1000",
+     .imin = 1, .imax = 100000, .reloadable = true, CFG_OFF(recommend.batch)},
+    {.path = "recommend.poll_interval", .type = CFG_TYPE_DURATION, .def = "1s",
+     .imin = 10, .imax = CFG_MINUTE, .reloadable = true, CFG_OFF(recommend.poll_interval_ms)},
+    {.path = "recommend.publish", .type = CFG_TYPE_BOOL, .def = "false",
+     CFG_OFF(recommend.publish)},
 
     {.path = "audit.every", .type = CFG_TYPE_DURATION, .def = "24h",
      .imin = CFG_MINUTE, .imax = 365 * CFG_DAY, .reloadable = true, CFG_OFF(audit.every_ms)},
@@ -484,6 +540,68 @@ static int check_class_weight(const char *value, char *why, size_t whylen)
     enum cfg_class_weight_mode mode;
     double w[CFG_N_CLASSES];
     return cfg_parse_class_weight(value, &mode, w, why, whylen);
+}
+
+/* Spaces and tabs around a list element are not part of it. */
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+int cfg_parse_class_list(const char *s, uint32_t *mask, char *why, size_t whylen)
+{
+    uint32_t m = UINT32_C(1); /* hold is always allowed */
+    uint32_t listed = 0;
+    const char *p = s ? s : "";
+    size_t element = 0;
+
+    while (is_blank(*p))
+        p++;
+    if (*p == '\0') {
+        *mask = m;
+        return 0;
+    }
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        const char *b = p, *e = end;
+        element++;
+        while (b < e && is_blank(*b))
+            b++;
+        while (e > b && is_blank(e[-1]))
+            e--;
+        if (b == e) {
+            util_fmt(why, whylen, "element %zu of the list is empty", element);
+            return -1;
+        }
+        size_t len = (size_t)(e - b), c = 0;
+        while (c < CFG_N_CLASSES &&
+               (strlen(cfg_class_names[c]) != len || strncmp(cfg_class_names[c], b, len) != 0))
+            c++;
+        if (c == CFG_N_CLASSES) {
+            util_fmt(why, whylen,
+                     "unknown class \"%.*s\" (classes: hold, bid_up, bid_down, "
+                     "budget_up, budget_down, creative_pause, creative_resume)",
+                     (int)len, b);
+            return -1;
+        }
+        if (listed & (UINT32_C(1) << c)) {
+            util_fmt(why, whylen, "class \"%s\" is listed twice", cfg_class_names[c]);
+            return -1;
+        }
+        listed |= UINT32_C(1) << c;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    *mask = m | listed;
+    return 0;
+}
+
+static int check_class_list(const char *value, char *why, size_t whylen)
+{
+    uint32_t mask;
+    return cfg_parse_class_list(value, &mask, why, whylen);
 }
 
 int cfg_value_set(struct cfg *cfg, const struct cfg_key *k, const char *text, bool is_null,

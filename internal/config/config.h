@@ -23,6 +23,16 @@
 #include "event/event.h"
 #include "log/log.h"
 
+/* The four sized decision classes, which carry a delta_pct: the index of
+ * recommend.max_step_pct and recommend.deadband_pct.  Plain integers rather
+ * than an enum, so that other modules can check their own lists against
+ * them without -Wenum-compare. */
+#define CFG_SIZED_BID_UP      0
+#define CFG_SIZED_BID_DOWN    1
+#define CFG_SIZED_BUDGET_UP   2
+#define CFG_SIZED_BUDGET_DOWN 3
+#define CFG_N_SIZED           4
+
 struct cfg_kv {
     char *key;
     char *value;
@@ -37,7 +47,8 @@ struct cfg {
         char *topic_actions;
         char *topic_states;
         char *topic_feedback;
-        struct cfg_kv *properties; /* passed to librdkafka as is */
+        char *topic_recommendations; /* where recommend.publish writes */
+        struct cfg_kv *properties;   /* passed to librdkafka as is */
         size_t n_properties;
     } kafka;
 
@@ -96,6 +107,17 @@ struct cfg {
         double min_confidence;
         int64_t ttl_ms;
         double ood_threshold;
+        bool kill_switch;    /* abstain on every snapshot, default false */
+        int64_t cooldown_ms; /* per entity, after an action or a recommendation; 0 = off */
+        double max_step_pct[CFG_N_SIZED]; /* cap on |delta_pct|; 0 = none; CFG_SIZED_* */
+        double deadband_pct[CFG_N_SIZED]; /* abstain below this |delta_pct| */
+        /* Per entity type (enum event_entity order): the classes that
+         * may be recommended, as validated text; cfg_parse_class_list turns
+         * one into a bit mask. */
+        char *allowed[EVENT_ENTITY_COUNT];
+        int64_t batch;            /* snapshots scored per transaction, default 1000 */
+        int64_t poll_interval_ms; /* look for snapshots this often, default 1s */
+        bool publish;             /* also write new recommendations to Kafka */
     } recommend;
 
     struct {
@@ -179,6 +201,18 @@ enum cfg_class_weight_mode {
  */
 int cfg_parse_class_weight(const char *s, enum cfg_class_weight_mode *mode,
                            double weights[CFG_N_CLASSES], char *why, size_t whylen)
+    __attribute__((warn_unused_result));
+
+/*
+ * Parses a recommend.allowed.* list: decision classes separated by commas,
+ * spaces around each allowed ("bid_up, bid_down").  Sets *mask to the bits
+ * (1u << i) of the listed cfg_class_names[i], plus bit 0 (hold), which is
+ * always allowed and may be listed.  An empty or all-blank string (s NULL
+ * reads as "") is hold only.  Returns 0, or -1 with a reason naming the bad
+ * element (unknown class, duplicate, empty element as in "a,,b") and *mask
+ * untouched.
+ */
+int cfg_parse_class_list(const char *s, uint32_t *mask, char *why, size_t whylen)
     __attribute__((warn_unused_result));
 
 /* ---- the validation table ------------------------------------------------

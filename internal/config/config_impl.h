@@ -13,7 +13,7 @@
 
 #include "config/config.h"
 
-#define CFG_KEYS_MAX         64   /* upper bound on the table length */
+#define CFG_KEYS_MAX         128  /* upper bound on the table length */
 #define CFG_FEATURES_MAX     1024 /* features one config may declare */
 #define CFG_FEATURE_NAME_MAX 128  /* bytes of a feature name */
 #define CFG_FILE_MAX         ((size_t)1024 * 1024)

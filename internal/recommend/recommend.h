@@ -276,6 +276,21 @@ struct json_t *recommend_ood_json(const struct recommend_scorer *s,
                                   const struct recommend_result *r);
 struct json_t *recommend_guardrails_json(const struct recommend_result *r);
 
+/*
+ * One scored snapshot as a row object: state_event_id, snapshot_ts (RFC
+ * 3339, UTC), entity_type, entity_id, campaign_id, operator_id (null when
+ * unknown), policy_version (null when version is 0: a model file), status
+ * ("open" or "abstain"), reason (null when open), action, confidence,
+ * delta_pct, explanation, probabilities, contributions, ood_score,
+ * ood_reasons and guardrails (the shapes above).  delta_pct is the
+ * suggested size of an open recommendation; for an abstention it is the
+ * size the blocking rule saw (else the magnitude model's), null when none.
+ * This is what `recommend --dry-run` prints and what store_recs_write
+ * reads.  NULL when out of memory.
+ */
+struct json_t *recommend_result_json(const struct recommend_scorer *s, const struct event *ev,
+                                     int version, const struct recommend_result *r);
+
 /* The "why" text of one ood reason into buf (always terminated); returns buf. */
 char *recommend_ood_why_text(const struct recommend_ood_reason *o, char *buf, size_t size);
 

@@ -11,6 +11,8 @@
 #include <jansson.h>
 #include <math.h>
 
+#include "util/util.h"
+
 static json_t *num_or_null(double d)
 {
     return isfinite(d) ? json_real(d) : json_null();
@@ -125,4 +127,52 @@ json_t *recommend_guardrails_json(const struct recommend_result *r)
         }
     }
     return a;
+}
+
+/* The size an abstention reports: what the blocking rule saw, else the
+ * magnitude model's. */
+static double abstained_size(const struct recommend_result *r)
+{
+    for (size_t i = r->n_guards; i-- > 0;) {
+        if (r->guards[i].blocked)
+            return r->guards[i].before;
+    }
+    return r->raw_delta_pct;
+}
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+json_t *recommend_result_json(const struct recommend_scorer *s, const struct event *ev, int version,
+                              const struct recommend_result *r)
+{
+    char ts[40];
+    bool open = r->status == RECOMMEND_OPEN;
+    json_t *j = json_object();
+    if (!j)
+        return NULL;
+    if (set(j, "state_event_id", json_string(ev->event_id)) != 0 ||
+        set(j, "snapshot_ts", json_string(util_format_rfc3339(ev->ts_us, ts, sizeof ts))) != 0 ||
+        set(j, "entity_type", json_string(event_entity_name(ev->entity_type))) != 0 ||
+        set(j, "entity_id", json_string(ev->entity_id)) != 0 ||
+        set(j, "campaign_id", json_string(ev->campaign_id)) != 0 ||
+        set(j, "operator_id", str_or_null(ev->operator_id)) != 0 ||
+        set(j, "policy_version", version > 0 ? json_integer(version) : json_null()) != 0 ||
+        set(j, "status", json_string(recommend_status_name(r->status))) != 0 ||
+        set(j, "reason", open ? json_null() : json_string(recommend_reason_name(r->reason))) != 0 ||
+        set(j, "action", json_string(event_class_name(r->cls))) != 0 ||
+        set(j, "confidence", json_real(r->confidence)) != 0 ||
+        set(j, "delta_pct", num_or_null(open ? r->delta_pct : abstained_size(r))) != 0 ||
+        set(j, "explanation", str_or_null(r->explanation)) != 0 ||
+        set(j, "probabilities", recommend_probabilities_json(s, r)) != 0 ||
+        set(j, "contributions", recommend_contributions_json(s, r)) != 0 ||
+        set(j, "ood_score", json_real(r->ood_score)) != 0 ||
+        set(j, "ood_reasons", recommend_ood_json(s, r)) != 0 ||
+        set(j, "guardrails", recommend_guardrails_json(r)) != 0) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
 }

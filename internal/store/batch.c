@@ -978,6 +978,15 @@ int store_write_batch(struct store *st, const char *group_id, struct store_row *
         goto fail;
     if (write_offsets(&w, group_id, n) != PG_OK)
         goto fail;
+    /* Wake the recommender (delivered at COMMIT, once per transaction). */
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].outcome == STORE_ROW_STORED && rows[i].ev &&
+            rows[i].ev->kind == EVENT_KIND_STATE) {
+            if (exec_simple(conn, "NOTIFY " STORE_STATES_CHANNEL, w.err, sizeof w.err) != PG_OK)
+                goto fail;
+            break;
+        }
+    }
     if (exec_simple(conn, "COMMIT", w.err, sizeof w.err) != PG_OK) {
         in_tx = 0; /* a failed COMMIT ends the transaction */
         goto fail;

@@ -309,4 +309,113 @@ int store_try_advisory_lock(struct store *st, int64_t key, int *got, char *err, 
 int store_advisory_unlock(struct store *st, int64_t key, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 
+/* ---- the recommender's reads and writes (recs.c) ------------------------ */
+
+struct util_buf;
+
+#define STORE_STATES_CHANNEL "understudy_states"
+/* pg_advisory_lock key of the one instance that recommends; a
+ * transaction-level lock on another key serialises recommendation writes. */
+#define STORE_RECOMMEND_LOCK_KEY       8461811192601797756LL
+#define STORE_RECOMMEND_WRITE_LOCK_KEY 8461811192601797757LL
+
+/* Which stored state snapshots store_load_snapshots reads (ordered by
+ * state_events.id, at most limit of them). */
+enum store_snapshot_select {
+    STORE_SNAP_AFTER_ID = 0, /* id > after_id */
+    STORE_SNAP_UNSCORED,     /* after_id < id <= until_id, no recommendation or
+                                abstention of any version */
+    STORE_SNAP_SINCE_TS,     /* id > after_id and ts >= since_us */
+    STORE_SNAP_OPEN_OTHER,   /* id > after_id and an open recommendation of a
+                                version other than `version` */
+};
+
+struct store_snapshot_query {
+    enum store_snapshot_select by;
+    int64_t after_id;
+    int64_t until_id;
+    int64_t since_us;
+    int version;
+    int64_t limit;
+};
+
+/* One stored snapshot; pointers are valid only during the callback. */
+struct store_snapshot {
+    int64_t id;             /* state_events.id */
+    const char *event_json; /* the snapshot as a wire state event */
+    size_t event_len;
+    int64_t last_action_us; /* newest action on the entity at or before its ts;
+                               INT64_MIN when none */
+    int64_t last_rec_us;    /* newest snapshot_ts of a recommendation for the
+                               entity before its ts; INT64_MIN when none */
+};
+
+typedef int (*store_snapshot_fn)(void *arg, const struct store_snapshot *s, char *err,
+                                 size_t errlen);
+
+/*
+ * Calls fn for each selected snapshot.  *n_rows (may be NULL) gets the
+ * number read.  Returns 0, or -1 with the reason (a database error, or
+ * fn's).
+ */
+int store_load_snapshots(struct store *st, const struct store_snapshot_query *q,
+                         store_snapshot_fn fn, void *arg, size_t *n_rows, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* What store_recs_write did. */
+struct store_recs_written {
+    int64_t opened;     /* new open recommendations */
+    int64_t abstained;  /* new abstentions */
+    int64_t superseded; /* open recommendations that left open */
+};
+
+/*
+ * Writes scored snapshots in one transaction.  rows_json is a JSON array of
+ * objects as recommend_result_json makes them; status "open" ones become
+ * recommendations (expiring ttl_ms after now), "abstain" ones abstentions;
+ * a (snapshot, version) already written is skipped.  Then, for every
+ * entity with a new open recommendation, only the one with the newest
+ * (snapshot_ts, id) stays open and the others become superseded; an open
+ * recommendation of another version for a snapshot just scored is
+ * superseded too.  progress >= 0 moves recommender_progress.scored_through
+ * up to it.  When published is not NULL, each new open recommendation is
+ * appended to it as one JSON line (the row, with id).  Returns 0 after
+ * COMMIT, or -1 with the reason (nothing written).
+ */
+int store_recs_write(struct store *st, const char *rows_json, int64_t ttl_ms, int64_t progress,
+                     struct util_buf *published, struct store_recs_written *out, char *err,
+                     size_t errlen) __attribute__((warn_unused_result));
+
+/* Marks open recommendations past expires_at as expired; *n gets how many. */
+int store_recs_expire(struct store *st, int64_t *n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/*
+ * The recommender's position: *scored_through from recommender_progress,
+ * or -1 when it was never set.  *max_id is the largest state_events.id and
+ * *settled_id the largest one ingested more than settle_ms ago (0 when
+ * none); a transaction older than that is assumed to have ended.
+ */
+int store_recs_progress(struct store *st, int64_t settle_ms, int64_t *scored_through,
+                        int64_t *max_id, int64_t *settled_id, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+int store_recs_set_progress(struct store *st, int64_t scored_through, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* LISTEN channel on this session. */
+int store_listen(struct store *st, const char *channel, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/*
+ * Waits up to timeout_ms for a notification on this session, or for
+ * wake_fd (-1 = none) to become readable.  Sets bits of *got: 1 for
+ * understudy_policy, 2 for understudy_states, 4 for wake_fd.  Returns 0, or
+ * -1 when the connection failed.
+ */
+int store_wait_notify(struct store *st, int wake_fd, int timeout_ms, unsigned *got, char *err,
+                      size_t errlen) __attribute__((warn_unused_result));
+#define STORE_NOTIFY_POLICY 1u
+#define STORE_NOTIFY_STATES 2u
+#define STORE_NOTIFY_WAKE   4u
+
 #endif

@@ -130,6 +130,7 @@ static void assert_defaults(const struct cfg *c)
     assert_string_equal(c->kafka.topic_actions, "ops.actions");
     assert_string_equal(c->kafka.topic_states, "ops.states");
     assert_string_equal(c->kafka.topic_feedback, "ops.feedback");
+    assert_string_equal(c->kafka.topic_recommendations, "ops.recommendations");
     assert_int_equal(c->kafka.n_properties, 0);
     assert_string_equal(c->postgres.dsn, "");
     assert_null(c->postgres.password_file);
@@ -162,6 +163,20 @@ static void assert_defaults(const struct cfg *c)
     assert_double(c->recommend.min_confidence, 0.5);
     assert_int_equal(c->recommend.ttl_ms, 24 * 3600000);
     assert_double(c->recommend.ood_threshold, 2.0);
+    assert_false(c->recommend.kill_switch);
+    assert_int_equal(c->recommend.cooldown_ms, 6 * 3600000);
+    for (size_t i = 0; i < CFG_N_SIZED; i++) {
+        assert_double(c->recommend.max_step_pct[i], 20.0);
+        assert_double(c->recommend.deadband_pct[i], 1.0);
+    }
+    assert_string_equal(c->recommend.allowed[EVENT_ENTITY_CAMPAIGN], "budget_up,budget_down");
+    assert_string_equal(c->recommend.allowed[EVENT_ENTITY_AD_GROUP], "bid_up,bid_down");
+    assert_string_equal(c->recommend.allowed[EVENT_ENTITY_CREATIVE],
+                        "creative_pause,creative_resume");
+    assert_string_equal(c->recommend.allowed[EVENT_ENTITY_KEYWORD], "bid_up,bid_down");
+    assert_int_equal(c->recommend.batch, 1000);
+    assert_int_equal(c->recommend.poll_interval_ms, 1000);
+    assert_false(c->recommend.publish);
     assert_int_equal(c->audit.every_ms, 24 * 3600000);
     assert_double(c->audit.fdr_q, 0.05);
     assert_int_equal(c->audit.min_support, 30);
@@ -225,7 +240,7 @@ static const char every_key[] =
     "kafka:\n"
     "  brokers: \"k1:9092,k2:9092\"\n"
     "  group_id: grp\n"
-    "  topics: {actions: a.b, states: s_t, feedback: f-b}\n"
+    "  topics: {actions: a.b, states: s_t, feedback: f-b, recommendations: r.e-c_s}\n"
     "  properties:\n"
     "    security.protocol: SASL_SSL\n"
     "    enable.idempotence: true\n"
@@ -257,7 +272,27 @@ static const char every_key[] =
     "  valid_fraction: .5\n"
     "  early_stop: 0\n"
     "  threads: 256\n"
-    "recommend: {enabled: False, min_confidence: 1.0, ttl: 90s, ood_threshold: 0}\n"
+    "recommend:\n"
+    "  enabled: False\n"
+    "  min_confidence: 1.0\n"
+    "  ttl: 90s\n"
+    "  ood_threshold: 0\n"
+    "  kill_switch: true\n"
+    "  cooldown: 0s\n"
+    "  max_step_pct: {bid_up: 0, bid_down: 5, budget_up: 1000, budget_down: 12.5}\n"
+    "  deadband_pct:\n"
+    "    bid_up: 0\n"
+    "    bid_down: 0.5\n"
+    "    budget_up: 100\n"
+    "    budget_down: 2\n"
+    "  allowed:\n"
+    "    campaign: \"\"\n"
+    "    ad_group: \" hold , bid_down\"\n"
+    "    creative: creative_resume\n"
+    "    keyword: \"bid_up,bid_down,budget_up,budget_down,creative_pause,creative_resume\"\n"
+    "  batch: 100000\n"
+    "  poll_interval: 10ms\n"
+    "  publish: true\n"
     "audit: {every: 1m, fdr_q: 0.5, min_support: 1}\n";
 
 static void test_config_load_string_every_type(void **state)
@@ -270,6 +305,7 @@ static void test_config_load_string_every_type(void **state)
     assert_string_equal(c->kafka.topic_actions, "a.b");
     assert_string_equal(c->kafka.topic_states, "s_t");
     assert_string_equal(c->kafka.topic_feedback, "f-b");
+    assert_string_equal(c->kafka.topic_recommendations, "r.e-c_s");
     assert_int_equal(c->kafka.n_properties, 4);
     assert_string_equal(c->kafka.properties[0].key, "security.protocol");
     assert_string_equal(c->kafka.properties[0].value, "SASL_SSL");
@@ -308,6 +344,24 @@ static void test_config_load_string_every_type(void **state)
     assert_double(c->recommend.min_confidence, 1.0);
     assert_int_equal(c->recommend.ttl_ms, 90000);
     assert_double(c->recommend.ood_threshold, 0.0);
+    assert_true(c->recommend.kill_switch);
+    assert_int_equal(c->recommend.cooldown_ms, 0);
+    assert_double(c->recommend.max_step_pct[CFG_SIZED_BID_UP], 0.0);
+    assert_double(c->recommend.max_step_pct[CFG_SIZED_BID_DOWN], 5.0);
+    assert_double(c->recommend.max_step_pct[CFG_SIZED_BUDGET_UP], 1000.0);
+    assert_double(c->recommend.max_step_pct[CFG_SIZED_BUDGET_DOWN], 12.5);
+    assert_double(c->recommend.deadband_pct[CFG_SIZED_BID_UP], 0.0);
+    assert_double(c->recommend.deadband_pct[CFG_SIZED_BID_DOWN], 0.5);
+    assert_double(c->recommend.deadband_pct[CFG_SIZED_BUDGET_UP], 100.0);
+    assert_double(c->recommend.deadband_pct[CFG_SIZED_BUDGET_DOWN], 2.0);
+    assert_string_equal(c->recommend.allowed[EVENT_ENTITY_CAMPAIGN], "");
+    assert_string_equal(c->recommend.allowed[EVENT_ENTITY_AD_GROUP], " hold , bid_down");
+    assert_string_equal(c->recommend.allowed[EVENT_ENTITY_CREATIVE], "creative_resume");
+    assert_string_equal(c->recommend.allowed[EVENT_ENTITY_KEYWORD],
+                        "bid_up,bid_down,budget_up,budget_down,creative_pause,creative_resume");
+    assert_int_equal(c->recommend.batch, 100000);
+    assert_int_equal(c->recommend.poll_interval_ms, 10);
+    assert_true(c->recommend.publish);
     assert_int_equal(c->audit.every_ms, 60000);
     assert_double(c->audit.fdr_q, 0.5);
     assert_int_equal(c->audit.min_support, 1);
@@ -550,19 +604,44 @@ static void test_config_load_string_refuses_dotted_and_odd_keys(void **state)
     assert_non_null(strstr(err, ": unknown key"));
 }
 
+/* Writes "a:\n  b:\n    c: value\n" for the dotted path a.b.c. */
+static void nested_yaml(char *dst, size_t size, const char *path, const char *value)
+{
+    size_t off = 0, depth = 0;
+    const char *p = path;
+    for (;;) {
+        size_t len = strcspn(p, ".");
+        bool last = p[len] == '\0';
+        int w = snprintf(dst + off, size - off, "%*s%.*s:%s%s\n", (int)(depth * 2), "", (int)len, p,
+                         last ? " " : "", last ? value : "");
+        assert_true(w > 0 && (size_t)w < size - off);
+        off += (size_t)w;
+        if (last)
+            break;
+        p += len + 1;
+        depth++;
+    }
+}
+
+static void test_config_nested_yaml_helper(void **state)
+{
+    char text[128];
+    (void)state;
+    nested_yaml(text, sizeof text, "recommend.max_step_pct.bid_up", "5");
+    assert_string_equal(text, "recommend:\n  max_step_pct:\n    bid_up: 5\n");
+    nested_yaml(text, sizeof text, "audit.every", "1h");
+    assert_string_equal(text, "audit:\n  every: 1h\n");
+}
+
 /* Every numeric key accepts its bounds and refuses one step beyond them. */
 static void test_config_load_string_bounds_from_table(void **state)
 {
-    size_t n;
+    size_t n, checked = 0, deep = 0;
     const struct cfg_key *keys = cfg_keys(&n);
     (void)state;
     for (size_t i = 0; i < n; i++) {
         const struct cfg_key *k = &keys[i];
-        const char *dot = strchr(k->path, '.');
         char text[256], lo[64], hi[64], below[64], above[64];
-        if (!dot || strchr(dot + 1, '.'))
-            continue; /* every numeric key is section.name */
-        int sec = (int)(dot - k->path);
         if (k->type == CFG_TYPE_INT || k->type == CFG_TYPE_SIZE || k->type == CFG_TYPE_DURATION) {
             const char *unit = k->type == CFG_TYPE_DURATION ? "ms" : "";
             snprintf(lo, sizeof lo, "%lld%s", (long long)k->imin, unit);
@@ -581,7 +660,7 @@ static void test_config_load_string_bounds_from_table(void **state)
         for (size_t j = 0; j < 2; j++) {
             if (j == 0 && (k->flags & CFG_KEY_MIN_OPEN))
                 continue;
-            snprintf(text, sizeof text, "%.*s:\n  %s: %s\n", sec, k->path, dot + 1, ok[j]);
+            nested_yaml(text, sizeof text, k->path, ok[j]);
             cfg_free(load_ok(text));
         }
         const char *bad[] = {below, above, lo};
@@ -590,12 +669,173 @@ static void test_config_load_string_bounds_from_table(void **state)
             /* Durations and sizes refuse negatives before any bound. */
             if (bad[j][0] == '-' && k->type != CFG_TYPE_INT && k->type != CFG_TYPE_DOUBLE)
                 continue;
-            snprintf(text, sizeof text, "%.*s:\n  %s: %s\n", sec, k->path, dot + 1, bad[j]);
+            nested_yaml(text, sizeof text, k->path, bad[j]);
             const char *err = load_bad(text);
             if (!strstr(err, "must be between") && !strstr(err, "must be greater than"))
                 fail_msg("%s = %s: %s", k->path, bad[j], err);
         }
+        checked++;
+        const char *dot = strchr(k->path, '.');
+        deep += dot && strchr(dot + 1, '.') != NULL;
     }
+    assert_true(checked > 30);
+    assert_int_equal(deep, 2 * CFG_N_SIZED); /* recommend.max_step_pct.*, deadband_pct.* */
+}
+
+/* ---- recommend.allowed.* class lists ----------------------------------------------- */
+
+#define BIT(c) (UINT32_C(1) << (c))
+
+static void test_config_parse_class_list_good(void **state)
+{
+    static const struct {
+        const char *text;
+        uint32_t want;
+    } cases[] = {
+        {"", BIT(0)},
+        {"   ", BIT(0)},
+        {"hold", BIT(0)},
+        {"bid_up", BIT(0) | BIT(1)},
+        {"bid_up,bid_down", BIT(0) | BIT(1) | BIT(2)},
+        {"budget_up,budget_down", BIT(0) | BIT(3) | BIT(4)},
+        {"creative_pause,creative_resume", BIT(0) | BIT(5) | BIT(6)},
+        {" bid_down ,\thold,  bid_up\t", BIT(0) | BIT(1) | BIT(2)},
+        {"creative_resume,hold", BIT(0) | BIT(6)},
+        {"hold,bid_up,bid_down,budget_up,budget_down,creative_pause,creative_resume", 0x7f},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char why[256] = "";
+        uint32_t mask = 0xdead0000u;
+        if (cfg_parse_class_list(cases[i].text, &mask, why, sizeof why) != 0)
+            fail_msg("\"%s\": %s", cases[i].text, why);
+        if (mask != cases[i].want)
+            fail_msg("\"%s\": mask 0x%x, want 0x%x", cases[i].text, (unsigned)mask,
+                     (unsigned)cases[i].want);
+    }
+    /* The bits follow cfg_class_names. */
+    for (size_t c = 0; c < CFG_N_CLASSES; c++) {
+        char why[64];
+        uint32_t mask = 0;
+        assert_int_equal(cfg_parse_class_list(cfg_class_names[c], &mask, why, sizeof why), 0);
+        assert_int_equal(mask, BIT(0) | BIT(c));
+    }
+    uint32_t mask = 0;
+    char why[64];
+    assert_int_equal(cfg_parse_class_list(NULL, &mask, why, sizeof why), 0);
+    assert_int_equal(mask, BIT(0));
+}
+
+static void test_config_parse_class_list_bad(void **state)
+{
+    static const char classes[] = "(classes: hold, bid_up, bid_down, budget_up, budget_down, "
+                                  "creative_pause, creative_resume)";
+    static const struct {
+        const char *text, *reason;
+    } cases[] = {
+        {"bid_sideways", "unknown class \"bid_sideways\" "},
+        {"bid_up,Bid_down", "unknown class \"Bid_down\" "},
+        {"bid_up, bid down", "unknown class \"bid down\" "},
+        {"bid_up;bid_down", "unknown class \"bid_up;bid_down\" "},
+        {"bid_up,bid_up", "class \"bid_up\" is listed twice"},
+        {"hold, bid_down ,hold", "class \"hold\" is listed twice"},
+        {"bid_up,,bid_down", "element 2 of the list is empty"},
+        {"bid_up, ,bid_down", "element 2 of the list is empty"},
+        {",bid_up", "element 1 of the list is empty"},
+        {"bid_up,", "element 2 of the list is empty"},
+        {",", "element 1 of the list is empty"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char why[512] = "", want[512];
+        uint32_t mask = 0xdeadbeefu;
+        assert_int_equal(cfg_parse_class_list(cases[i].text, &mask, why, sizeof why), -1);
+        assert_int_equal(mask, 0xdeadbeefu); /* untouched on failure */
+        if (strncmp(cases[i].reason, "unknown", 7) == 0)
+            snprintf(want, sizeof want, "%s%s", cases[i].reason, classes);
+        else
+            snprintf(want, sizeof want, "%s", cases[i].reason);
+        assert_string_equal(why, want);
+    }
+}
+
+/* Bad recommend and recommendations-topic values, with their position. */
+static void test_config_load_string_recommend_bad_values(void **state)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"recommend:\n  max_step_pct:\n    bid_up: 1000.5\n",
+         "test.yaml:3:13: recommend.max_step_pct.bid_up: must be between 0 and 1000"},
+        {"recommend:\n  max_step_pct: {budget_down: -1}\n",
+         "test.yaml:2:31: recommend.max_step_pct.budget_down: must be between 0 and 1000"},
+        {"recommend:\n  deadband_pct:\n    budget_up: 101\n",
+         "test.yaml:3:16: recommend.deadband_pct.budget_up: must be between 0 and 100"},
+        {"recommend:\n  max_step_pct:\n    bid_sideways: 5\n",
+         "test.yaml:3:5: recommend.max_step_pct.bid_sideways: unknown key"},
+        {"recommend:\n  max_step_pct: 5\n",
+         "test.yaml:2:17: recommend.max_step_pct: expected a mapping, found a scalar"},
+        {"recommend:\n  allowed:\n    keyword: \"bid_up,bid_sideways\"\n",
+         "test.yaml:3:14: recommend.allowed.keyword: unknown class \"bid_sideways\" (classes: "
+         "hold, bid_up, bid_down, budget_up, budget_down, creative_pause, creative_resume)"},
+        {"recommend:\n  allowed:\n    campaign: \"budget_up,,budget_down\"\n",
+         "test.yaml:3:15: recommend.allowed.campaign: element 2 of the list is empty"},
+        {"recommend:\n  allowed:\n    creative: creative_pause,creative_pause\n",
+         "test.yaml:3:15: recommend.allowed.creative: class \"creative_pause\" is listed twice"},
+        {"recommend:\n  allowed:\n    ad_group: [bid_up, bid_down]\n",
+         "test.yaml:3:15: recommend.allowed.ad_group: expected a scalar, found a sequence"},
+        {"recommend:\n  cooldown: 31d\n",
+         "test.yaml:2:13: recommend.cooldown: must be between 0s and 30d"},
+        {"recommend:\n  poll_interval: 5ms\n",
+         "test.yaml:2:18: recommend.poll_interval: must be between 10ms and 1m"},
+        {"recommend:\n  batch: 0\n",
+         "test.yaml:2:10: recommend.batch: must be between 1 and 100000"},
+        {"recommend:\n  kill_switch: yes\n",
+         "test.yaml:2:16: recommend.kill_switch: must be true or false"},
+        {"recommend:\n  publish: 1\n", "test.yaml:2:12: recommend.publish: must be true or false"},
+        {"kafka:\n  topics:\n    recommendations: ''\n",
+         "test.yaml:3:22: kafka.topics.recommendations: must not be empty"},
+        {"kafka:\n  topics:\n    recommendations: ops/recs\n",
+         "test.yaml:3:22: kafka.topics.recommendations: not a valid topic name (up to 249 "
+         "letters, digits, '.', '_' and '-')"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_string_equal(load_bad(cases[i].text), cases[i].want);
+
+    /* A null or empty allowed list is valid: hold only. */
+    struct cfg *c = load_ok("recommend:\n  allowed:\n    campaign: ~\n    keyword: ''\n");
+    assert_string_equal(c->recommend.allowed[EVENT_ENTITY_CAMPAIGN], "");
+    assert_string_equal(c->recommend.allowed[EVENT_ENTITY_KEYWORD], "");
+    assert_string_equal(c->recommend.allowed[EVENT_ENTITY_AD_GROUP], "bid_up,bid_down");
+    cfg_free(c);
+}
+
+/* The defaults of the allowed lists parse to the masks the recommender
+ * expects: budgets on campaigns, bids on ad groups and keywords, pause and
+ * resume on creatives, hold everywhere. */
+static void test_config_allowed_defaults_parse(void **state)
+{
+    static const uint32_t want[EVENT_ENTITY_COUNT] = {
+        [EVENT_ENTITY_CAMPAIGN] =
+            BIT(EVENT_CLASS_HOLD) | BIT(EVENT_CLASS_BUDGET_UP) | BIT(EVENT_CLASS_BUDGET_DOWN),
+        [EVENT_ENTITY_AD_GROUP] =
+            BIT(EVENT_CLASS_HOLD) | BIT(EVENT_CLASS_BID_UP) | BIT(EVENT_CLASS_BID_DOWN),
+        [EVENT_ENTITY_CREATIVE] = BIT(EVENT_CLASS_HOLD) | BIT(EVENT_CLASS_CREATIVE_PAUSE) |
+                                  BIT(EVENT_CLASS_CREATIVE_RESUME),
+        [EVENT_ENTITY_KEYWORD] =
+            BIT(EVENT_CLASS_HOLD) | BIT(EVENT_CLASS_BID_UP) | BIT(EVENT_CLASS_BID_DOWN),
+    };
+    char err[256];
+    struct cfg *c = NULL;
+    (void)state;
+    assert_int_equal(cfg_load(NULL, &c, err, sizeof err), 0);
+    for (size_t e = 0; e < EVENT_ENTITY_COUNT; e++) {
+        uint32_t mask = 0;
+        assert_int_equal(cfg_parse_class_list(c->recommend.allowed[e], &mask, err, sizeof err), 0);
+        assert_int_equal(mask, want[e]);
+    }
+    cfg_free(c);
 }
 
 /* ---- environment ------------------------------------------------------------------ */
@@ -873,6 +1113,35 @@ static void test_config_diff_nonreloadable_changes(void **state)
     assert_false(cfg_equal(a, b));
     cfg_free(b);
 
+    /* Every recommender guardrail and the daemon's pacing reload, one at a
+     * time (each differs from the defaults, so each is really compared). */
+    static const char *const reloadable[] = {
+        "recommend: {kill_switch: true}\n",
+        "recommend: {cooldown: 0s}\n",
+        "recommend: {max_step_pct: {bid_up: 5}}\n",
+        "recommend: {max_step_pct: {bid_down: 5}}\n",
+        "recommend: {max_step_pct: {budget_up: 0}}\n",
+        "recommend: {max_step_pct: {budget_down: 50}}\n",
+        "recommend: {deadband_pct: {bid_up: 0}}\n",
+        "recommend: {deadband_pct: {bid_down: 2}}\n",
+        "recommend: {deadband_pct: {budget_up: 3}}\n",
+        "recommend: {deadband_pct: {budget_down: 4}}\n",
+        "recommend: {allowed: {campaign: budget_down}}\n",
+        "recommend: {allowed: {ad_group: ''}}\n",
+        "recommend: {allowed: {creative: creative_pause}}\n",
+        "recommend: {allowed: {keyword: 'bid_down, bid_up'}}\n",
+        "recommend: {batch: 10}\n",
+        "recommend: {poll_interval: 250ms}\n",
+    };
+    for (size_t i = 0; i < sizeof reloadable / sizeof reloadable[0]; i++) {
+        b = load_ok(reloadable[i]);
+        if (cfg_equal(a, b))
+            fail_msg("%s does not change anything", reloadable[i]);
+        if (cfg_diff_nonreloadable(a, b, err, sizeof err) != 0)
+            fail_msg("%s: %s", reloadable[i], err);
+        cfg_free(b);
+    }
+
     static const struct {
         const char *text, *want;
     } cases[] = {
@@ -888,6 +1157,12 @@ static void test_config_diff_nonreloadable_changes(void **state)
         {"metrics: {listen: '0.0.0.0:1'}\n", "metrics.listen: changed; restart to apply"},
         {"ingest: {max_message_bytes: 2MiB}\n",
          "ingest.max_message_bytes: changed; restart to apply"},
+        {"recommend: {publish: true}\n", "recommend.publish: changed; restart to apply"},
+        {"kafka: {topics: {recommendations: ops.recs}}\n",
+         "kafka.topics.recommendations: changed; restart to apply"},
+        /* The first non-reloadable key in table order is named. */
+        {"recommend: {publish: true, kill_switch: true}\nkafka: {topics: {recommendations: x}}\n",
+         "kafka.topics.recommendations: changed; restart to apply"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         b = load_ok(cases[i].text);
@@ -896,6 +1171,33 @@ static void test_config_diff_nonreloadable_changes(void **state)
         cfg_free(b);
     }
     cfg_free(a);
+}
+
+/* The reload flags of the recommend section as the table declares them:
+ * everything but publish (which opens a producer at start-up) reloads. */
+static void test_config_keys_recommend_reload_flags(void **state)
+{
+    size_t n, n_recommend = 0;
+    const struct cfg_key *keys = cfg_keys(&n);
+    (void)state;
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(keys[i].path, "recommend.", 10) != 0)
+            continue;
+        n_recommend++;
+        bool want = strcmp(keys[i].path, "recommend.publish") != 0;
+        if (keys[i].reloadable != want)
+            fail_msg("%s: reloadable is %d", keys[i].path, keys[i].reloadable);
+    }
+    assert_int_equal(n_recommend, 4 + 17); /* the first four plus the guardrails and daemon */
+    const struct cfg_key *k = cfg_key_find("kafka.topics.recommendations");
+    assert_non_null(k);
+    assert_false(k->reloadable);
+    assert_true(k->flags & CFG_KEY_REQUIRED);
+    assert_non_null(k->check);
+    k = cfg_key_find("recommend.allowed.keyword");
+    assert_non_null(k);
+    assert_non_null(k->check);
+    assert_false(k->flags & CFG_KEY_REQUIRED); /* empty is hold only */
 }
 
 static void test_config_keys_table_consistent(void **state)
@@ -1067,7 +1369,12 @@ int main(void)
         cmocka_unit_test_teardown(test_config_load_string_properties, test_teardown),
         cmocka_unit_test_teardown(test_config_load_string_refuses_dotted_and_odd_keys,
                                   test_teardown),
+        cmocka_unit_test_teardown(test_config_nested_yaml_helper, test_teardown),
         cmocka_unit_test_teardown(test_config_load_string_bounds_from_table, test_teardown),
+        cmocka_unit_test_teardown(test_config_parse_class_list_good, test_teardown),
+        cmocka_unit_test_teardown(test_config_parse_class_list_bad, test_teardown),
+        cmocka_unit_test_teardown(test_config_load_string_recommend_bad_values, test_teardown),
+        cmocka_unit_test_teardown(test_config_allowed_defaults_parse, test_teardown),
         cmocka_unit_test_teardown(test_config_load_env_overrides, test_teardown),
         cmocka_unit_test_teardown(test_config_load_env_bad_values, test_teardown),
         cmocka_unit_test_teardown(test_config_mask_dsn_conninfo, test_teardown),
@@ -1079,6 +1386,7 @@ int main(void)
         cmocka_unit_test_teardown(test_config_dump_layout_matches_shipped, test_teardown),
         cmocka_unit_test_teardown(test_config_dump_write_error, test_teardown),
         cmocka_unit_test_teardown(test_config_diff_nonreloadable_changes, test_teardown),
+        cmocka_unit_test_teardown(test_config_keys_recommend_reload_flags, test_teardown),
         cmocka_unit_test_teardown(test_config_keys_table_consistent, test_teardown),
         cmocka_unit_test_teardown(test_config_free_null, test_teardown),
         cmocka_unit_test_teardown(test_config_load_missing_file, test_teardown),
