@@ -88,6 +88,7 @@ CREATE TABLE recommender_progress (
     CONSTRAINT recommender_progress_nonnegative CHECK (scored_through >= 0)
 );
 
+COMMENT ON COLUMN recommender_progress.singleton IS 'Always true: the table has one row.';
 COMMENT ON TABLE recommender_progress IS
     'The recommender''s position in state_events (one row): snapshots up to scored_through have been looked at.';
 COMMENT ON COLUMN recommender_progress.scored_through IS 'Highest state_events.id below which nothing is left to score.';
@@ -120,6 +121,8 @@ WHERE r.status = 'open'
   AND (r.expires_at IS NULL OR r.expires_at > now())
 ORDER BY r.created_at DESC, r.id DESC;
 
+COMMENT ON COLUMN recommendations_open.snapshot_ts IS 'ts of the scored state snapshot.';
+
 CREATE VIEW recommendation_stats AS
 WITH outcomes AS (
     SELECT operator_id, action, status, NULL::text AS reason FROM recommendations
@@ -151,7 +154,43 @@ GROUP BY o.operator_id, o.action;
 
 COMMENT ON VIEW recommendation_stats IS
     'Per operator (responsible per the snapshot) and action: recommendations by status, acceptance rate, and abstentions by reason.';
+COMMENT ON COLUMN recommendation_stats.operator_id IS 'Operator responsible for the entity per the scored snapshot; NULL when unknown.';
+COMMENT ON COLUMN recommendation_stats.action IS 'The recommended class (recommendations) or the class the policy found most probable (abstentions).';
+COMMENT ON COLUMN recommendation_stats.recommended IS 'Recommendations made, whatever their status now.';
+COMMENT ON COLUMN recommendation_stats.open IS 'Recommendations still open.';
+COMMENT ON COLUMN recommendation_stats.accepted IS 'Recommendations the operator accepted.';
+COMMENT ON COLUMN recommendation_stats.rejected IS 'Recommendations the operator rejected.';
+COMMENT ON COLUMN recommendation_stats.modified IS 'Recommendations the operator answered with a different action.';
+COMMENT ON COLUMN recommendation_stats.expired IS 'Recommendations that passed expires_at while open.';
+COMMENT ON COLUMN recommendation_stats.superseded IS 'Recommendations replaced by a newer one for the entity.';
+COMMENT ON COLUMN recommendation_stats.acceptance_rate IS 'accepted / (accepted + rejected + modified); NULL before any verdict.';
+COMMENT ON COLUMN recommendation_stats.abstained IS 'Snapshots scored without a recommendation (abstentions), all reasons.';
+COMMENT ON COLUMN recommendation_stats.abstained_hold IS 'Abstentions because the policy would hold.';
+COMMENT ON COLUMN recommendation_stats.abstained_low_confidence IS 'Abstentions below recommend.min_confidence.';
+COMMENT ON COLUMN recommendation_stats.abstained_out_of_distribution IS 'Abstentions at or above recommend.ood_threshold.';
+COMMENT ON COLUMN recommendation_stats.abstained_cooldown IS 'Abstentions inside recommend.cooldown after an action or a recommendation.';
+COMMENT ON COLUMN recommendation_stats.abstained_not_allowed_for_entity IS 'Abstentions because recommend.allowed forbids the action for the entity type.';
+COMMENT ON COLUMN recommendation_stats.abstained_kill_switch IS 'Abstentions while recommend.kill_switch was on.';
+COMMENT ON COLUMN recommendation_stats.abstained_deadband IS 'Abstentions because the suggested size was below recommend.deadband_pct.';
 
-REVOKE ALL ON TABLE abstentions, recommender_progress, recommendation_stats FROM PUBLIC;
+REVOKE ALL ON TABLE abstentions, recommender_progress, recommendation_stats FROM PUBLIC;COMMENT ON COLUMN recommendation_stats.operator_id IS 'Operator responsible for the entity per the scored snapshot; NULL when unknown.';
+COMMENT ON COLUMN recommendation_stats.action IS 'The recommended class (recommendations) or the class the policy found most probable (abstentions).';
+COMMENT ON COLUMN recommendation_stats.recommended IS 'Recommendations made, whatever their status now.';
+COMMENT ON COLUMN recommendation_stats.open IS 'Recommendations still open.';
+COMMENT ON COLUMN recommendation_stats.accepted IS 'Recommendations the operator accepted.';
+COMMENT ON COLUMN recommendation_stats.rejected IS 'Recommendations the operator rejected.';
+COMMENT ON COLUMN recommendation_stats.modified IS 'Recommendations the operator answered with a different action.';
+COMMENT ON COLUMN recommendation_stats.expired IS 'Recommendations that passed expires_at while open.';
+COMMENT ON COLUMN recommendation_stats.superseded IS 'Recommendations replaced by a newer one for the entity.';
+COMMENT ON COLUMN recommendation_stats.acceptance_rate IS 'accepted / (accepted + rejected + modified); NULL before any verdict.';
+COMMENT ON COLUMN recommendation_stats.abstained IS 'Snapshots scored without a recommendation (abstentions), all reasons.';
+COMMENT ON COLUMN recommendation_stats.abstained_hold IS 'Abstentions because the policy would hold.';
+COMMENT ON COLUMN recommendation_stats.abstained_low_confidence IS 'Abstentions below recommend.min_confidence.';
+COMMENT ON COLUMN recommendation_stats.abstained_out_of_distribution IS 'Abstentions at or above recommend.ood_threshold.';
+COMMENT ON COLUMN recommendation_stats.abstained_cooldown IS 'Abstentions inside recommend.cooldown after an action or a recommendation.';
+COMMENT ON COLUMN recommendation_stats.abstained_not_allowed_for_entity IS 'Abstentions because recommend.allowed forbids the action for the entity type.';
+COMMENT ON COLUMN recommendation_stats.abstained_kill_switch IS 'Abstentions while recommend.kill_switch was on.';
+COMMENT ON COLUMN recommendation_stats.abstained_deadband IS 'Abstentions because the suggested size was below recommend.deadband_pct.';
+
 REVOKE ALL ON TABLE abstentions, recommender_progress, recommendation_stats FROM understudy_reader;
 GRANT SELECT ON TABLE abstentions, recommendation_stats TO understudy_reader;

@@ -30,14 +30,23 @@ printf '%s\n' '{"event_id": "chg-bad-1", "ts": "yesterday"}' 'not json at all' \
 
 step "simulating two weeks of a team of 8 operators (understudy simulate; op-03 never lowers bids on social)"
 sim=$(mktemp -d /tmp/understudy-demo-sim.XXXXXX)
-"$bin" simulate --out "$sim" --rows 10000 --seed 7 --bias op-03:never=bid_down@channel=social
-"$bin" replay --topic ops.actions "$sim/actions.jsonl"
-"$bin" replay --topic ops.states "$sim/states.jsonl"
+"$bin" simulate --out "$sim" --rows 12000 --seed 7 --bias op-03:never=bid_down@channel=social
+# The last 2000 snapshots are held back: they arrive after the policy is
+# promoted, as new states would, and get recommendations.
+# Actions are split at the same time (ts strings in one format compare as
+# times).
+head -n 10000 "$sim/states.jsonl" >"$sim/states-first.jsonl"
+tail -n +10001 "$sim/states.jsonl" >"$sim/states-new.jsonl"
+cut=$(tail -n 1 "$sim/states-first.jsonl" | sed 's/.*"ts":"\([^"]*\)".*/\1/')
+awk -v cut="$cut" '{ t = $0; sub(/.*"ts":"/, "", t); sub(/".*/, "", t); print > (t <= cut ? "'"$sim"'/actions-first.jsonl" : "'"$sim"'/actions-new.jsonl") }' "$sim/actions.jsonl"
+"$bin" replay --topic ops.actions "$sim/actions-first.jsonl"
+"$bin" replay --topic ops.states "$sim/states-first.jsonl"
 
 step "running the daemon (understudy run) until every message is accounted for"
 cfg=$(mktemp /tmp/understudy-demo.XXXXXX.yaml)
 log=$(mktemp /tmp/understudy-demo.XXXXXX.log)
-# Training runs below, from the command line, once everything is stored.
+# Training runs below, from the command line, once everything is stored;
+# the daemon keeps running and recommends once a champion exists.
 printf 'metrics:\n  listen: "127.0.0.1:0"\ntrain:\n  enabled: false\n' >"$cfg"
 "$bin" run -c "$cfg" 2>"$log" &
 daemon=$!
@@ -50,7 +59,7 @@ for _ in $(seq 100); do
 done
 [ -n "$port" ] || { cat "$log"; echo "demo: the daemon did not start" >&2; exit 1; }
 want=$(($(wc -l <fixtures/events/actions.jsonl) + $(wc -l <fixtures/events/states.jsonl) + $(wc -l <fixtures/events/feedback.jsonl) + 3 +
-    $(wc -l <"$sim/actions.jsonl") + $(wc -l <"$sim/states.jsonl")))
+    $(wc -l <"$sim/actions-first.jsonl") + $(wc -l <"$sim/states-first.jsonl")))
 for _ in $(seq 150); do
     got=$(q -Atc "SELECT coalesce(sum(next_offset), 0) FROM ingest_offsets")
     [ "$got" -ge "$want" ] && break
@@ -74,11 +83,6 @@ q -c "SELECT grantee, table_name, string_agg(privilege_type, ',') AS privileges
       FROM information_schema.role_table_grants WHERE grantee = 'understudy_reader'
       GROUP BY 1, 2 ORDER BY 2"
 
-step "stopping the daemon (SIGTERM: drain, commit, leave the group)"
-kill -TERM "$daemon"
-wait "$daemon" || { cat "$log"; exit 1; }
-grep -E 'run: |stopped' "$log" | sed 's/^/  /'
-
 step "training the policy on the event tables and promoting it (understudy train --from-db --promote)"
 "$bin" train --from-db --promote
 q -c "SELECT version, status, n_examples, round((metrics->>'valid_logloss')::numeric, 4) AS valid_logloss,
@@ -86,8 +90,59 @@ q -c "SELECT version, status, n_examples, round((metrics->>'valid_logloss')::num
       FROM policies ORDER BY version"
 
 step "the champion policy (understudy model show --version N, first lines)"
-"$bin" model show --version "$(q -Atc "SELECT version FROM policies WHERE status = 'champion'")" >"$sim/show.txt"
+champion=$(q -Atc "SELECT version FROM policies WHERE status = 'champion'")
+"$bin" model show --version "$champion" >"$sim/show.txt"
 head -n 24 "$sim/show.txt"
 
+step "new snapshots arrive; the running daemon picked up the promotion (NOTIFY) and scores them"
+for _ in $(seq 100); do
+    [ "$(curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^understudy_recommend_policy_version \([0-9]*\).*/\1/p')" = "$champion" ] && break
+    sleep 0.1
+done
+"$bin" replay --topic ops.actions "$sim/actions-new.jsonl"
+"$bin" replay --topic ops.states "$sim/states-new.jsonl"
+new=$(wc -l <"$sim/states-new.jsonl")
+scored=0
+for _ in $(seq 150); do
+    scored=$(q -Atc "SELECT (SELECT count(*) FROM recommendations WHERE policy_version = $champion)
+                          + (SELECT count(*) FROM abstentions WHERE policy_version = $champion)")
+    [ "$scored" -ge "$new" ] && break
+    sleep 0.2
+done
+echo "  $scored of $new new snapshots scored: each is one recommendation or one abstention"
+q -c "SELECT 'recommendations' AS outcome, status AS detail, count(*) FROM recommendations GROUP BY status
+      UNION ALL SELECT 'abstentions', reason, count(*) FROM abstentions GROUP BY reason ORDER BY 1, 3 DESC"
+
+step "the open recommendations (view recommendations_open, as a dashboard reads it; newest first)"
+q -c "SELECT entity_type || ' ' || entity_id AS entity, operator_id AS operator, action,
+             round(delta_pct::numeric, 1) AS delta_pct, round(confidence::numeric, 2) AS conf,
+             round(ood_score::numeric, 1) AS ood, explanation
+      FROM recommendations_open LIMIT 12"
+q -Atc "SELECT count(*) || ' open recommendation(s) in all, for ' || count(DISTINCT entity_id) || ' entities'
+        FROM recommendations_open" | sed 's/^/  /'
+
+step "why the policy stayed silent (abstentions, one example per reason)"
+q -c "SELECT DISTINCT ON (reason) reason, entity_type || ' ' || entity_id AS entity, action,
+             round(confidence::numeric, 2) AS conf, round(ood_score::numeric, 1) AS ood,
+             coalesce((SELECT string_agg(g->>'rule' || coalesce(' ' || round((g->>'value')::numeric, 2)
+                                           || ' vs ' || round((g->>'limit')::numeric, 2), ''), '; ')
+                       FROM jsonb_array_elements(guardrails) AS g WHERE (g->>'blocked')::boolean), '') AS blocked_by
+      FROM abstentions ORDER BY reason, id"
+
+step "per operator and action (view recommendation_stats, first rows)"
+q -c "SELECT operator_id, action, recommended, open, superseded, abstained, abstained_hold AS hold,
+             abstained_low_confidence AS low_conf, abstained_cooldown AS cooldown,
+             abstained_not_allowed_for_entity AS not_allowed
+      FROM recommendation_stats WHERE operator_id IN ('op-01', 'op-03') ORDER BY 1, 2"
+
+step "recommender metrics"
+curl -s "http://127.0.0.1:$port/metrics" | grep -E '^understudy_recommend_(leader|policy_version|open_total|abstentions_total|superseded_total)' |
+    grep -v ' 0$' | sed 's/^/  /'
+
+step "stopping the daemon (SIGTERM: drain, commit, leave the group)"
+kill -TERM "$daemon"
+wait "$daemon" || { cat "$log"; exit 1; }
+grep -E 'run: |stopped' "$log" | sed 's/^/  /'
+
 step "not yet built"
-echo "  recommendations and audits come next; see README.md, 'Status'."
+echo "  operator audits and the feedback loop come next; see README.md, 'Status'."
