@@ -47,7 +47,10 @@ cfg=$(mktemp /tmp/understudy-demo.XXXXXX.yaml)
 log=$(mktemp /tmp/understudy-demo.XXXXXX.log)
 # Training runs below, from the command line, once everything is stored;
 # the daemon keeps running and recommends once a champion exists.
-printf 'metrics:\n  listen: "127.0.0.1:0"\ntrain:\n  enabled: false\n' >"$cfg"
+# The simulator's features.yaml declares all 30 state keys it writes (the
+# embedded default declares 7 of them, which cannot tell a creative from a
+# campaign).
+{ cat "$sim/features.yaml"; printf 'metrics:\n  listen: "127.0.0.1:0"\ntrain:\n  enabled: false\n'; } >"$cfg"
 "$bin" run -c "$cfg" 2>"$log" &
 daemon=$!
 trap 'kill -TERM $daemon 2>/dev/null || true; rm -rf "$cfg" "$log" "$sim"' EXIT
@@ -84,7 +87,7 @@ q -c "SELECT grantee, table_name, string_agg(privilege_type, ',') AS privileges
       GROUP BY 1, 2 ORDER BY 2"
 
 step "training the policy on the event tables and promoting it (understudy train --from-db --promote)"
-"$bin" train --from-db --promote
+"$bin" train -c "$cfg" --from-db --promote
 q -c "SELECT version, status, n_examples, round((metrics->>'valid_logloss')::numeric, 4) AS valid_logloss,
              round((metrics->>'valid_accuracy')::numeric, 4) AS valid_accuracy, train_from, train_to
       FROM policies ORDER BY version"

@@ -2,6 +2,7 @@
  * understudy simulate: argument parsing for internal/sim (synthetic
  * operator logs with planted biases; docs/simulate.md).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -36,6 +37,33 @@ static int parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
     if (*end || v < lo || v > hi)
         return -1;
     *out = v;
+    return 0;
+}
+
+/*
+ * DIR/features.yaml: a configuration fragment declaring every state key the
+ * simulator writes, so `train --from-db` and the daemon see what
+ * examples.csv has (the default feature list is only 7 of them).
+ */
+static int write_features_yaml(const char *dir, char *err, size_t errlen)
+{
+    char path[4096];
+    util_fmt(path, sizeof path, "%s/features.yaml", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        util_fmt(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    int bad = fprintf(f, "# Every state key `understudy simulate` writes, as a features: section.\n"
+                         "features:\n") < 0;
+    for (size_t i = 0; i < sim_feature_count(); i++)
+        bad |= fprintf(f, "  - {name: %s, type: %s}\n", sim_feature_name(i),
+                       sim_feature_is_categorical(i) ? "categorical" : "numeric") < 0;
+    bad |= fclose(f) != 0;
+    if (bad) {
+        util_fmt(err, errlen, "%s: write error", path);
+        return -1;
+    }
     return 0;
 }
 
@@ -130,9 +158,13 @@ int cmd_simulate(int argc, char **argv)
         log_error("simulate: %s", err);
         return 1;
     }
+    if (write_features_yaml(out, err, sizeof err) != 0) {
+        log_error("simulate: %s", err);
+        return 1;
+    }
     char from[40], to[40];
     printf("simulate: %s: %llu snapshots, %llu actions, %u operators, %u campaigns, %u entities,"
-           " %s .. %s; examples.csv, states.jsonl, actions.jsonl, truth.json\n",
+           " %s .. %s; examples.csv, states.jsonl, actions.jsonl, truth.json, features.yaml\n",
            out, (unsigned long long)s.rows, (unsigned long long)s.actions, s.operators, s.campaigns,
            s.entities, util_format_rfc3339(s.first_ts_us, from, sizeof from),
            util_format_rfc3339(s.last_ts_us, to, sizeof to));
