@@ -41,6 +41,15 @@ static void test_recommend_dry_run_scores_and_abstains(void **state)
     const char *sim[] = {bin, "simulate", "--out", dir, "--rows", "4000", "--seed", "11", NULL};
     run_ok(sim, &out);
     free(out);
+    /* simulate's features.yaml is a configuration declaring every state key. */
+    char feats[600];
+    snprintf(feats, sizeof feats, "%s/features.yaml", dir);
+    const char *check[] = {bin, "check-config", "-c", feats, NULL};
+    run_ok(check, &out);
+    assert_non_null(strstr(out, "{name: \"entity_type\", type: categorical}"));
+    assert_non_null(strstr(out, "{name: \"status\", type: categorical}"));
+    assert_non_null(strstr(out, "{name: \"quality_score\", type: numeric}"));
+    free(out);
     const char *train[] = {bin,        "train", "--csv", csv,   "--label", "label",
                            "--rounds", "40",    "--out", model, NULL};
     run_ok(train, &out);
