@@ -52,6 +52,8 @@ CREATE TABLE abstentions (
 );
 
 CREATE INDEX abstentions_created_at_idx ON abstentions (created_at);
+-- "Why is there no recommendation for this entity?"
+CREATE INDEX abstentions_entity_snapshot_idx ON abstentions (entity_type, entity_id, snapshot_ts);
 CREATE INDEX abstentions_operator_idx ON abstentions (operator_id, action);
 
 COMMENT ON TABLE abstentions IS

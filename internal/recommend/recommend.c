@@ -253,7 +253,17 @@ static void ood_feature(const struct recommend_scorer *s, size_t f, const struct
         return;
     }
     if (mass && b < nm && total > 0) {
-        double share = mass[b] / total;
+        /* Numeric: the bin and its two neighbours, since quantile binning
+         * leaves single-row bins among dense ones; a level is its own bin.
+         * The last mass entry is the missing bin, never a neighbour. */
+        double in = mass[b];
+        if (numeric && nm >= 2) {
+            if (b > 0)
+                in += mass[b - 1];
+            if (b + 2 < nm)
+                in += mass[b + 1];
+        }
+        double share = in / total;
         if (share < RECOMMEND_OOD_RARE_SHARE)
             ood_add(r, f, RECOMMEND_OOD_RARE_BIN, 0.5, NAN, NAN, share);
     }
@@ -267,7 +277,8 @@ char *recommend_ood_why_text(const struct recommend_ood_reason *o, char *buf, si
     case RECOMMEND_OOD_BELOW_RANGE:
         return util_fmt(buf, size, "below the training range [%g, %g]", o->lo, o->hi);
     case RECOMMEND_OOD_RARE_BIN:
-        return util_fmt(buf, size, "in a bin with %.3g %% of the training mass", o->share * 100);
+        return util_fmt(buf, size, "in a sparse region: %.3g %% of the training mass near it",
+                        o->share * 100);
     case RECOMMEND_OOD_UNSEEN_LEVEL:
         return util_fmt(buf, size, "level not seen in training");
     case RECOMMEND_OOD_MISSING:

@@ -43,8 +43,10 @@
  *       1 + (v - M) / w   (1 + (m - v) / w),   w = M - m, or max(|m|, 1)
  *       when the range is a single value (needs gbm_model_feature_range)
  *   a present value (numeric inside the range or without a recorded
- *   range, or a seen categorical level) whose bin holds less than
- *   RECOMMEND_OOD_RARE_SHARE of the feature's total training mass: 0.5
+ *   range, or a seen categorical level) in a sparse region: less than
+ *   RECOMMEND_OOD_RARE_SHARE of the feature's total training mass in its
+ *   bin (a level) or in its bin and the two next to it (numeric: quantile
+ *   binning leaves single-row bins among dense ones): 0.5
  *   a categorical level not seen in training: 1
  *   a missing value where training had no missing value: 0.5
  *
@@ -174,7 +176,7 @@ struct recommend_ood_reason {
     enum recommend_ood_why why;
     double penalty;
     double lo, hi; /* the training range (above/below) */
-    double share;  /* the bin's share of the training mass (rare bin) */
+    double share;  /* share of the training mass near the value (rare bin) */
 };
 
 /*

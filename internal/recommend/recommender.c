@@ -203,6 +203,8 @@ int recommend_batch(const struct recommend_batch_args *a, struct recommend_batch
     size_t n = 0;
     int rc = -1;
     size_t opened0 = stats->opened, abstained0 = stats->abstained;
+    size_t reasons0[RECOMMEND_REASON_COUNT];
+    memcpy(reasons0, stats->by_reason, sizeof reasons0);
 
     recommend_result_init(&c.res);
     c.map_cap = 16;
@@ -232,6 +234,13 @@ int recommend_batch(const struct recommend_batch_args *a, struct recommend_batch
     stats->opened = opened0 + (size_t)w.opened;
     stats->abstained = abstained0 + (size_t)w.abstained;
     stats->superseded += (size_t)w.superseded;
+    memcpy(stats->by_reason, reasons0, sizeof reasons0);
+    for (size_t i = 0; i < w.n_reasons; i++) {
+        for (int k = 1; k < RECOMMEND_REASON_COUNT; k++) {
+            if (strcmp(w.reasons[i].reason, recommend_reason_name((enum recommend_reason)k)) == 0)
+                stats->by_reason[k] += (size_t)w.reasons[i].n;
+        }
+    }
     rc = 0;
 out:
     for (size_t i = 0; c.map && i < c.map_cap; i++)
@@ -437,8 +446,8 @@ static int reload_policy(struct recommender *r, struct loop *l, const struct rec
     uint64_t before = atomic_load(&r->n_superseded);
     if (score_all(r, l, c, q, &last, err, errlen) != 0)
         return -1;
-    log_info("recommend: re-scored the open recommendations of earlier versions in %.2f s "
-             "(%llu superseded)",
+    log_info("recommend: re-scored the snapshots of open recommendations of other versions in "
+             "%.2f s (%llu superseded)",
              (double)(util_now_mono_us() - t0) / 1e6,
              (unsigned long long)(atomic_load(&r->n_superseded) - before));
     return 0;
@@ -453,13 +462,17 @@ static int catch_up(struct recommender *r, struct loop *l, const struct rec_conf
         return -1;
     if (w < 0)
         w = l->seen;
+    int64_t scanned = l->seen;
     if (l->scorer && l->seen > w) {
         struct store_snapshot_query q = {
             .by = STORE_SNAP_UNSCORED, .after_id = w, .until_id = l->seen, .limit = c->batch};
         if (score_all(r, l, c, q, &last, err, errlen) != 0)
             return -1;
+        /* Stopped part way: W may only pass what the pass looked at. */
+        if (atomic_load(&r->stop))
+            scanned = last;
     }
-    int64_t next = settled < l->seen ? settled : l->seen;
+    int64_t next = settled < scanned ? settled : scanned;
     if (next > w && store_recs_set_progress(l->st, next, err, errlen) != 0)
         return -1;
     if (store_recs_expire(l->st, &expired, err, errlen) != 0)
@@ -556,6 +569,14 @@ static void *recommender_main(void *arg)
             }
         }
         int wait_ms = (int)c.poll_ms;
+        if (!c.enabled && l.leader) {
+            /* Let another instance recommend. */
+            if (store_advisory_unlock(l.st, STORE_RECOMMEND_LOCK_KEY, err, sizeof err) != 0)
+                goto db_error;
+            l.leader = false;
+            atomic_store(&r->leader, 0);
+            log_info("recommend: recommend.enabled is false; released the recommend lock");
+        }
         if (c.enabled && !l.leader) {
             int got = 0;
             if (store_try_advisory_lock(l.st, STORE_RECOMMEND_LOCK_KEY, &got, err, sizeof err) != 0)

@@ -141,6 +141,24 @@ static const char batch_table[] =
 static const char batch_fill[] =
     "INSERT INTO recs_batch SELECT * FROM jsonb_populate_recordset(NULL::recs_batch, $1::jsonb)";
 
+/* Pairs already written (in either table) are not written again, and do
+ * not supersede anything: the lock makes this check exact. */
+static const char batch_drop_known[] =
+    "DELETE FROM recs_batch b WHERE"
+    " EXISTS (SELECT 1 FROM recommendations r"
+    "  WHERE r.state_event_id = b.state_event_id AND r.policy_version = b.policy_version)"
+    " OR EXISTS (SELECT 1 FROM abstentions a"
+    "  WHERE a.state_event_id = b.state_event_id AND a.policy_version = b.policy_version)";
+
+static const char batch_reasons[] =
+    "SELECT reason, count(*) FROM recs_batch WHERE status = 'abstain' GROUP BY reason";
+
+/* The new open rows that are still open after supersede, for publishing. */
+static const char still_open[] =
+    "SELECT to_jsonb(r.*)::text FROM recommendations r JOIN recs_batch b"
+    " ON r.state_event_id = b.state_event_id AND r.policy_version = b.policy_version"
+    " WHERE b.status = 'open' AND r.status = 'open' ORDER BY r.id";
+
 static const char insert_open[] =
     "INSERT INTO recommendations (state_event_id, snapshot_ts, entity_type, entity_id,"
     " campaign_id, operator_id, policy_version, action, probabilities, confidence, delta_pct,"
@@ -149,8 +167,7 @@ static const char insert_open[] =
     " policy_version, action, probabilities, confidence, delta_pct, explanation, contributions,"
     " ood_score, ood_reasons, guardrails, now() + $1::bigint * interval '1 millisecond'"
     " FROM recs_batch WHERE status = 'open'"
-    " ON CONFLICT (state_event_id, policy_version) DO NOTHING"
-    " RETURNING to_jsonb(recommendations.*)::text";
+    " ON CONFLICT (state_event_id, policy_version) DO NOTHING";
 
 static const char insert_abstain[] =
     "INSERT INTO abstentions (state_event_id, snapshot_ts, entity_type, entity_id, campaign_id,"
@@ -210,7 +227,7 @@ int store_recs_write(struct store *st, const char *rows_json, int64_t ttl_ms, in
                      size_t errlen)
 {
     PGconn *conn = store_conn(st);
-    PGresult *opened = NULL;
+    PGresult *reasons = NULL, *opened = NULL;
     char ttl[24], prog[24], key[24];
     const char *p_rows[1] = {rows_json};
     const char *p_ttl[1] = {util_fmt(ttl, sizeof ttl, "%lld", (long long)ttl_ms)};
@@ -228,8 +245,9 @@ int store_recs_write(struct store *st, const char *rows_json, int64_t ttl_ms, in
             err, errlen) != 0 ||
         store_exec(conn, batch_table, err, errlen) != 0 ||
         run(conn, batch_fill, 1, p_rows, PGRES_COMMAND_OK, NULL, NULL, err, errlen) != 0 ||
-        run(conn, insert_open, 1, p_ttl, PGRES_TUPLES_OK, &out->opened, &opened, err, errlen) !=
-            0 ||
+        run(conn, batch_drop_known, 0, NULL, PGRES_COMMAND_OK, NULL, NULL, err, errlen) != 0 ||
+        run(conn, batch_reasons, 0, NULL, PGRES_TUPLES_OK, NULL, &reasons, err, errlen) != 0 ||
+        run(conn, insert_open, 1, p_ttl, PGRES_COMMAND_OK, &out->opened, NULL, err, errlen) != 0 ||
         run(conn, insert_abstain, 0, NULL, PGRES_COMMAND_OK, &out->abstained, NULL, err, errlen) !=
             0 ||
         run(conn, supersede_rescored, 0, NULL, PGRES_COMMAND_OK, &out->superseded, NULL, err,
@@ -237,6 +255,9 @@ int store_recs_write(struct store *st, const char *rows_json, int64_t ttl_ms, in
         run(conn, supersede_older, 0, NULL, PGRES_COMMAND_OK, &more, NULL, err, errlen) != 0)
         goto out;
     out->superseded += more;
+    if (published &&
+        run(conn, still_open, 0, NULL, PGRES_TUPLES_OK, NULL, &opened, err, errlen) != 0)
+        goto out;
     if (progress >= 0 &&
         run(conn, set_progress, 1, p_prog, PGRES_COMMAND_OK, NULL, NULL, err, errlen) != 0)
         goto out;
@@ -245,19 +266,21 @@ int store_recs_write(struct store *st, const char *rows_json, int64_t ttl_ms, in
         goto out;
     }
     in_tx = 0;
-    if (published) {
-        for (int i = 0; i < PQntuples(opened); i++) {
-            if (util_buf_puts(published, PQgetvalue(opened, i, 0)) != 0 ||
-                util_buf_puts(published, "\n") != 0) {
-                /* Committed already: the rows are written, only the copy
-                 * for publishing is short. */
-                util_fmt(err, errlen, "out of memory");
-                rc = 1;
-                goto out;
-            }
-        }
+    for (int i = 0; i < PQntuples(reasons) && out->n_reasons < STORE_RECS_MAX_REASONS; i++) {
+        util_fmt(out->reasons[out->n_reasons].reason, sizeof out->reasons[0].reason, "%s",
+                 PQgetvalue(reasons, i, 0));
+        out->reasons[out->n_reasons++].n = strtoll(PQgetvalue(reasons, i, 1), NULL, 10);
     }
     rc = 0;
+    for (int i = 0; opened && i < PQntuples(opened); i++) {
+        if (util_buf_puts(published, PQgetvalue(opened, i, 0)) != 0 ||
+            util_buf_puts(published, "\n") != 0) {
+            /* Committed already: the rows are written, only the copy for
+             * publishing is short. */
+            util_fmt(err, errlen, "out of memory");
+            break;
+        }
+    }
 out:
     if (in_tx && PQstatus(conn) == CONNECTION_OK) {
         PGresult *r = PQexec(conn, "ROLLBACK");
@@ -265,8 +288,9 @@ out:
     }
     if (rc < 0)
         memset(out, 0, sizeof *out);
+    PQclear(reasons);
     PQclear(opened);
-    return rc < 0 ? -1 : 0;
+    return rc;
 }
 
 int store_recs_expire(struct store *st, int64_t *n, char *err, size_t errlen)

@@ -363,24 +363,31 @@ int store_load_snapshots(struct store *st, const struct store_snapshot_query *q,
     __attribute__((warn_unused_result));
 
 /* What store_recs_write did. */
+#define STORE_RECS_MAX_REASONS 16
 struct store_recs_written {
     int64_t opened;     /* new open recommendations */
     int64_t abstained;  /* new abstentions */
     int64_t superseded; /* open recommendations that left open */
+    size_t n_reasons;   /* the new abstentions by reason */
+    struct {
+        char reason[32];
+        int64_t n;
+    } reasons[STORE_RECS_MAX_REASONS];
 };
 
 /*
  * Writes scored snapshots in one transaction.  rows_json is a JSON array of
  * objects as recommend_result_json makes them; status "open" ones become
- * recommendations (expiring ttl_ms after now), "abstain" ones abstentions;
- * a (snapshot, version) already written is skipped.  Then, for every
- * entity with a new open recommendation, only the one with the newest
- * (snapshot_ts, id) stays open and the others become superseded; an open
- * recommendation of another version for a snapshot just scored is
- * superseded too.  progress >= 0 moves recommender_progress.scored_through
- * up to it.  When published is not NULL, each new open recommendation is
- * appended to it as one JSON line (the row, with id).  Returns 0 after
- * COMMIT, or -1 with the reason (nothing written).
+ * recommendations (expiring ttl_ms after now), "abstain" ones abstentions.
+ * A (snapshot, version) already written to either table is skipped and
+ * changes nothing else.  Then an open recommendation of another version
+ * for a snapshot just written is superseded, and for every entity with a
+ * new open recommendation only the one with the newest (snapshot_ts, id)
+ * stays open.  progress >= 0 moves recommender_progress.scored_through up
+ * to it.  When published is not NULL, each new recommendation still open
+ * at the end is appended to it as one JSON line (the row, with id).
+ * Returns 0 after COMMIT (err may then say the published copy is short),
+ * or -1 with the reason (nothing written).
  */
 int store_recs_write(struct store *st, const char *rows_json, int64_t ttl_ms, int64_t progress,
                      struct util_buf *published, struct store_recs_written *out, char *err,
