@@ -79,10 +79,13 @@ int recommend_guardrails_from_cfg(const struct cfg *cfg, struct recommend_guardr
 
 /* ---- a batch ------------------------------------------------------------ */
 
-/* Per entity, the snapshot ts of its newest open row in this batch. */
+/* Per entity, the snapshot times of its open rows in this batch (an
+ * entity's snapshots may be stored out of time order, so the cooldown of
+ * each needs the newest one before it, not the newest overall). */
 struct seen_entity {
     char *key; /* "type/id"; NULL = empty slot */
-    int64_t ts_us;
+    int64_t *ts_us;
+    size_t n, cap;
 };
 
 struct batch_ctx {
@@ -142,8 +145,10 @@ static int score_row(void *arg, const struct store_snapshot *s, char *err, size_
     util_fmt(key, sizeof key, "%s/%s", event_entity_name(ev.entity_type), ev.entity_id);
     struct seen_entity *slot = map_slot(c, key);
     int64_t last_rec = s->last_rec_us;
-    if (slot->key && slot->ts_us < ev.ts_us && slot->ts_us > last_rec)
-        last_rec = slot->ts_us;
+    for (size_t i = 0; slot->key && i < slot->n; i++) {
+        if (slot->ts_us[i] < ev.ts_us && slot->ts_us[i] > last_rec)
+            last_rec = slot->ts_us[i];
+    }
     struct recommend_input in = {
         .snapshot = &ev,
         .now_us = ev.ts_us,
@@ -153,15 +158,21 @@ static int score_row(void *arg, const struct store_snapshot *s, char *err, size_
     if (recommend_score(a->scorer, a->guardrails, &in, &c->res, err, errlen) != 0)
         goto out;
     if (c->res.status == RECOMMEND_OPEN) {
-        if (!slot->key) {
-            if (!(slot->key = util_strdup(key))) {
+        if (!slot->key && !(slot->key = util_strdup(key))) {
+            util_fmt(err, errlen, "out of memory");
+            goto out;
+        }
+        if (slot->n == slot->cap) {
+            size_t cap = slot->cap ? slot->cap * 2 : 2;
+            int64_t *t = util_realloc(slot->ts_us, cap * sizeof *t);
+            if (!t) {
                 util_fmt(err, errlen, "out of memory");
                 goto out;
             }
-            slot->ts_us = ev.ts_us;
-        } else if (slot->ts_us < ev.ts_us) {
-            slot->ts_us = ev.ts_us;
+            slot->ts_us = t;
+            slot->cap = cap;
         }
+        slot->ts_us[slot->n++] = ev.ts_us;
         c->stats->opened++;
     } else {
         c->stats->abstained++;
@@ -243,8 +254,10 @@ int recommend_batch(const struct recommend_batch_args *a, struct recommend_batch
     }
     rc = 0;
 out:
-    for (size_t i = 0; c.map && i < c.map_cap; i++)
+    for (size_t i = 0; c.map && i < c.map_cap; i++) {
         free(c.map[i].key);
+        free(c.map[i].ts_us);
+    }
     free(c.map);
     free(text);
     json_decref(c.rows);
