@@ -43,6 +43,8 @@
 #define CATCHUP_INTERVAL_MS 30000
 /* A transaction that started this long ago is assumed to have ended. */
 #define SETTLE_MS 60000
+/* Ranges of ids the fast path stepped over, watched for SETTLE_MS. */
+#define MAX_GAPS 256
 /* Wait between attempts to reach the database or take the lock. */
 #define RETRY_MS 5000
 /* Snapshot size accepted when decoding stored rows (they passed ingest). */
@@ -125,6 +127,8 @@ static int score_row(void *arg, const struct store_snapshot *s, char *err, size_
     char why[EVENT_REASON_MAX], key[300];
     int rc = -1;
 
+    if (c->stats->ids && c->stats->read < (size_t)c->a->query.limit)
+        c->stats->ids[c->stats->read] = s->id;
     c->stats->read++;
     if (s->id > c->stats->max_id)
         c->stats->max_id = s->id;
@@ -316,7 +320,54 @@ struct loop {
     bool reload;
     int64_t seen;            /* -1: read W first */
     int64_t next_catchup_us; /* monotonic */
+    /*
+     * Ids are taken before commit, so with several ingesting instances a
+     * smaller id often commits after the fast path has read past it.  The
+     * ranges it stepped over are read again on every wake until they fill
+     * or SETTLE_MS passes (then the catch-up pass is the safety net); they
+     * hold only unread ids, so each re-read is a few index probes.
+     */
+    struct gap {
+        int64_t lo, hi, until_us;
+    } gaps[MAX_GAPS];
+    size_t n_gaps;
 };
+
+static void gap_add(struct loop *l, int64_t lo, int64_t hi, int64_t until_us)
+{
+    if (l->n_gaps == MAX_GAPS) {
+        /* Full: widen the newest (it may then cover read ids; re-reading
+         * those only finds their rows already written). */
+        struct gap *g = &l->gaps[MAX_GAPS - 1];
+        g->hi = hi;
+        g->until_us = until_us;
+        return;
+    }
+    l->gaps[l->n_gaps++] = (struct gap){lo, hi, until_us};
+}
+
+/* Removes ids[0..n) (ascending) and expired ranges from the gaps. */
+static void gaps_update(struct loop *l, const int64_t *ids, size_t n, int64_t now_us)
+{
+    struct gap out[MAX_GAPS];
+    size_t m = 0, k = 0;
+    for (size_t i = 0; i < l->n_gaps; i++) {
+        struct gap g = l->gaps[i];
+        if (g.until_us <= now_us)
+            continue;
+        while (k < n && ids[k] < g.lo)
+            k++;
+        for (; k < n && ids[k] <= g.hi; k++) {
+            if (ids[k] > g.lo && m < MAX_GAPS)
+                out[m++] = (struct gap){g.lo, ids[k] - 1, g.until_us};
+            g.lo = ids[k] + 1;
+        }
+        if (g.lo <= g.hi && m < MAX_GAPS)
+            out[m++] = g;
+    }
+    memcpy(l->gaps, out, m * sizeof out[0]);
+    l->n_gaps = m;
+}
 
 static void loop_drop_policy(struct loop *l)
 {
@@ -377,10 +428,17 @@ static int score_all(struct recommender *r, struct loop *l, const struct rec_con
     struct util_buf pub;
     util_buf_init(&pub);
     int rc = 0;
+    bool fast = q.by == STORE_SNAP_AFTER_ID, ranges = q.by == STORE_SNAP_IN_RANGES;
+    int64_t *ids = NULL;
+    if ((fast || ranges) && !(ids = util_calloc((size_t)q.limit, sizeof *ids))) {
+        util_fmt(err, errlen, "out of memory");
+        return -1;
+    }
     for (;;) {
         struct recommend_batch_stats s;
         memset(&s, 0, sizeof s);
         s.max_id = q.after_id;
+        s.ids = ids;
         struct recommend_batch_args a = {
             .store = l->st,
             .scorer = l->scorer,
@@ -405,13 +463,48 @@ static int score_all(struct recommender *r, struct loop *l, const struct rec_con
         }
         if (r->producer && pub.len > 0)
             publish(r, &pub);
+        size_t n = s.read < (size_t)q.limit ? s.read : (size_t)q.limit;
+        int64_t now = util_now_mono_us();
+        if (fast) {
+            int64_t prev = q.after_id;
+            for (size_t i = 0; i < n; i++) {
+                if (ids[i] > prev + 1)
+                    gap_add(l, prev + 1, ids[i] - 1, now + SETTLE_MS * INT64_C(1000));
+                prev = ids[i];
+            }
+        } else if (ranges) {
+            gaps_update(l, ids, n, now);
+        }
         q.after_id = s.max_id;
         if ((int64_t)s.read < q.limit || atomic_load(&r->stop))
             break;
     }
     *max_id = q.after_id;
+    free(ids);
     util_buf_deinit(&pub);
     return rc;
+}
+
+/* Reads the ranges the fast path stepped over again.  0 or -1. */
+static int score_gaps(struct recommender *r, struct loop *l, const struct rec_conf *c, char *err,
+                      size_t errlen)
+{
+    int64_t ranges[MAX_GAPS][2], last = 0;
+    gaps_update(l, NULL, 0, util_now_mono_us()); /* drop the expired */
+    if (l->n_gaps == 0)
+        return 0;
+    for (size_t i = 0; i < l->n_gaps; i++) {
+        ranges[i][0] = l->gaps[i].lo;
+        ranges[i][1] = l->gaps[i].hi;
+    }
+    struct store_snapshot_query q = {
+        .by = STORE_SNAP_IN_RANGES,
+        .after_id = 0,
+        .limit = c->batch,
+        .ranges = (const int64_t(*)[2])ranges,
+        .n_ranges = l->n_gaps,
+    };
+    return score_all(r, l, c, q, &last, err, errlen);
 }
 
 /* Loads the champion when it changed; re-scores open recommendations of
@@ -522,7 +615,8 @@ static int lead(struct recommender *r, struct loop *l, const struct rec_conf *c,
     if (l->scorer) {
         struct store_snapshot_query q = {
             .by = STORE_SNAP_AFTER_ID, .after_id = l->seen, .limit = c->batch};
-        if (score_all(r, l, c, q, &l->seen, err, errlen) != 0)
+        if (score_gaps(r, l, c, err, errlen) != 0 ||
+            score_all(r, l, c, q, &l->seen, err, errlen) != 0)
             return -1;
     } else {
         int64_t w = 0, max_id = 0, settled = 0;
@@ -598,6 +692,7 @@ static void *recommender_main(void *arg)
                 l.leader = true;
                 l.reload = true;
                 l.seen = -1;
+                l.n_gaps = 0;
                 atomic_store(&r->leader, 1);
                 log_info("recommend: this instance recommends (it holds the recommend lock)");
             } else {
@@ -624,6 +719,7 @@ static void *recommender_main(void *arg)
         l.st = NULL;
         l.leader = false;
         l.seen = -1;
+        l.n_gaps = 0;
         l.reload = true;
         atomic_store(&r->leader, 0);
         sleep_on_pipe(r, 1000);

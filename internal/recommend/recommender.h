@@ -52,6 +52,7 @@ struct recommend_batch_stats {
     size_t superseded; /* open recommendations that left open */
     size_t by_reason[RECOMMEND_REASON_COUNT]; /* scored abstentions by reason */
     int64_t max_id; /* the largest state_events.id read; unchanged when none */
+    int64_t *ids;   /* when not NULL: the ids read, in order (room for query.limit) */
 };
 
 struct recommend_batch_args {

@@ -41,8 +41,13 @@ static const char snapshot_select[] =
     "   WHERE a.entity_id = s.entity_id AND a.entity_type = s.entity_type AND a.ts <= s.ts),"
     " (SELECT (extract(epoch FROM max(r.snapshot_ts)) * 1000000)::bigint FROM recommendations r"
     "   WHERE r.entity_type = s.entity_type AND r.entity_id = s.entity_id"
-    "   AND r.snapshot_ts < s.ts)"
-    " FROM state_events s WHERE s.id > $1::bigint";
+    "   AND r.snapshot_ts < s.ts)";
+
+static const char snapshot_from[] = " FROM state_events s WHERE s.id > $1::bigint";
+/* One index range scan per range. */
+static const char snapshot_from_ranges[] =
+    " FROM unnest($3::bigint[], $4::bigint[]) AS g(lo, hi)"
+    " JOIN state_events s ON s.id BETWEEN g.lo AND g.hi WHERE s.id > $1::bigint";
 
 static const char *const snapshot_where[] = {
     [STORE_SNAP_AFTER_ID] = "",
@@ -54,6 +59,7 @@ static const char *const snapshot_where[] = {
     [STORE_SNAP_OPEN_OTHER] =
         " AND EXISTS (SELECT 1 FROM recommendations r WHERE r.state_event_id = s.event_id"
         " AND r.status = 'open' AND r.policy_version <> $3::integer)",
+    [STORE_SNAP_IN_RANGES] = "",
 };
 
 static int64_t us_or_none(const PGresult *r, int row, int col)
@@ -69,14 +75,19 @@ int store_load_snapshots(struct store *st, const struct store_snapshot_query *q,
     PGconn *conn = store_conn(st);
     struct util_buf sql;
     PGresult *r = NULL;
+    struct util_buf los, his;
     char after[24], limit[24], third[40];
-    const char *params[3] = {
+    const char *params[4] = {
         util_fmt(after, sizeof after, "%lld", (long long)q->after_id),
         util_fmt(limit, sizeof limit, "%lld", (long long)q->limit),
+        NULL,
         NULL,
     };
     int nparams = 2, rc = -1;
 
+    util_buf_init(&los);
+    util_buf_init(&his);
+    util_buf_init(&sql);
     if (n_rows)
         *n_rows = 0;
     if ((unsigned)q->by >= sizeof snapshot_where / sizeof snapshot_where[0]) {
@@ -84,6 +95,21 @@ int store_load_snapshots(struct store *st, const struct store_snapshot_query *q,
         return -1;
     }
     switch (q->by) {
+    case STORE_SNAP_IN_RANGES: {
+        int bad = util_buf_puts(&los, "{") | util_buf_puts(&his, "{");
+        for (size_t i = 0; i < q->n_ranges; i++)
+            bad |= util_buf_printf(&los, "%s%lld", i ? "," : "", (long long)q->ranges[i][0]) |
+                   util_buf_printf(&his, "%s%lld", i ? "," : "", (long long)q->ranges[i][1]);
+        bad |= util_buf_puts(&los, "}") | util_buf_puts(&his, "}");
+        if (bad) {
+            util_fmt(err, errlen, "out of memory");
+            goto out;
+        }
+        params[2] = los.data;
+        params[3] = his.data;
+        nparams = 4;
+        break;
+    }
     case STORE_SNAP_UNSCORED:
         params[2] = util_fmt(third, sizeof third, "%lld", (long long)q->until_id);
         nparams = 3;
@@ -99,8 +125,9 @@ int store_load_snapshots(struct store *st, const struct store_snapshot_query *q,
     case STORE_SNAP_AFTER_ID:
         break;
     }
-    util_buf_init(&sql);
     if (util_buf_puts(&sql, snapshot_select) != 0 ||
+        util_buf_puts(&sql, q->by == STORE_SNAP_IN_RANGES ? snapshot_from_ranges : snapshot_from) !=
+            0 ||
         util_buf_puts(&sql, snapshot_where[q->by]) != 0 ||
         util_buf_puts(&sql, " ORDER BY s.id LIMIT $2::bigint") != 0) {
         util_fmt(err, errlen, "out of memory");
@@ -125,6 +152,8 @@ int store_load_snapshots(struct store *st, const struct store_snapshot_query *q,
     rc = 0;
 out:
     PQclear(r);
+    util_buf_deinit(&los);
+    util_buf_deinit(&his);
     util_buf_deinit(&sql);
     return rc;
 }

@@ -328,6 +328,7 @@ enum store_snapshot_select {
     STORE_SNAP_SINCE_TS,     /* id > after_id and ts >= since_us */
     STORE_SNAP_OPEN_OTHER,   /* id > after_id and an open recommendation of a
                                 version other than `version` */
+    STORE_SNAP_IN_RANGES,    /* id > after_id and in one of ranges[] (inclusive) */
 };
 
 struct store_snapshot_query {
@@ -337,6 +338,8 @@ struct store_snapshot_query {
     int64_t since_us;
     int version;
     int64_t limit;
+    const int64_t (*ranges)[2];
+    size_t n_ranges;
 };
 
 /* One stored snapshot; pointers are valid only during the callback. */
