@@ -17,7 +17,8 @@
  * supersede sees one writer.  It LISTENs on understudy_states (sent by
  * ingest's batch transaction) and understudy_policy (promotion) and polls
  * every recommend.poll_interval besides.  On each wake it scores the
- * snapshots after the last one it read (the fast path); every
+ * snapshots after the last one it read (the fast path) and those that
+ * have since committed in the id ranges it stepped over; every
  * CATCHUP_INTERVAL it also scores what the fast path may have missed (a
  * transaction that committed a smaller id later, a crash between ingest's
  * commit and scoring), moves recommender_progress, and expires open
