@@ -80,12 +80,12 @@ static int from_db(const struct cfg *cfg, const struct recommend_scorer *sc, int
 {
     struct store *st = NULL;
     struct recommend_batch_stats stats;
-    int64_t since_us = 0, scored_through = 0, max_id = 0, settled = 0;
+    int64_t since_us = 0, scored_through = 0, max_id = 0;
     int rc = -1;
 
     memset(&stats, 0, sizeof stats);
     if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &st, err, errlen) != 0 ||
-        store_recs_progress(st, 0, &scored_through, &max_id, &settled, err, errlen) != 0)
+        store_recs_progress(st, &scored_through, &max_id, err, errlen) != 0)
         goto out;
     if (since && event_parse_rfc3339(since, &since_us) != 0) {
         util_fmt(err, errlen, "--since takes an RFC 3339 time, not '%s'", since);

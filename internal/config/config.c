@@ -111,7 +111,7 @@ static const struct cfg_key table[] = {
      .imin = 1, .imax = 1000000, .reloadable = true, CFG_OFF(ingest.batch_messages)},
     {.path = "ingest.batch_bytes", .type = CFG_TYPE_SIZE, .def = "16MiB",
      .imin = CFG_KIB, .imax = CFG_GIB, .reloadable = true, CFG_OFF(ingest.batch_bytes)},
-    {.path = "ingest.batch_wait", .type = CFG_TYPE_DURATION, .def = "200ms",
+    {.path = "ingest.batch_wait", .type = CFG_TYPE_DURATION, .def = "50ms",
      .imin = 0, .imax = CFG_MINUTE, .reloadable = true, CFG_OFF(ingest.batch_wait_ms)},
     {.path = "ingest.retry_max_backoff", .type = CFG_TYPE_DURATION, .def = "5s",
      .imin = 100, .imax = 10 * CFG_MINUTE, .reloadable = true,

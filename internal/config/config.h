@@ -69,7 +69,7 @@ struct cfg {
         int64_t max_message_bytes;    /* default 1 MiB */
         int64_t batch_messages;       /* default 5000 */
         int64_t batch_bytes;          /* default 16 MiB */
-        int64_t batch_wait_ms;        /* default 200ms */
+        int64_t batch_wait_ms;        /* default 50ms */
         int64_t retry_max_backoff_ms; /* cap of the database retry backoff, default 5s */
         int64_t drain_timeout_ms;     /* how long shutdown tries to write the last batch */
     } ingest;

@@ -10,13 +10,18 @@
  * later ones exactly as a stored recommendation would.
  *
  * The thread's position: `seen` (memory) is the largest id the fast path
- * has read; recommender_progress.scored_through (W) is the largest id
- * below which the catch-up pass found nothing left to score.  Ids are
- * assigned before commit, so a slow transaction can commit an id below
- * `seen`; the catch-up pass looks at (W, seen] for snapshots with no row
- * of any version and then moves W to min(seen, the newest id ingested
- * more than SETTLE_MS ago).  While there is no champion the positions move
- * without scoring: snapshots of that time are not scored later.
+ * has read; recommender_progress.scored_through (W) is an id below which
+ * everything was read.  Ids are assigned before commit, so a transaction
+ * can commit an id below `seen` later: the ranges the fast path stepped
+ * over are read again on every wake for SETTLE_MS, and every
+ * CATCHUP_INTERVAL_MS W moves to just below the lowest range still
+ * watched (else to `seen`).  After a restart the fast path starts at W and
+ * reads everything after it again; what was written before is skipped,
+ * what a crash left unscored is scored.  A snapshot whose ingest
+ * transaction commits more than SETTLE_MS after taking its id is not
+ * scored by the daemon (`recommend --from-db` scores what has no row).
+ * While there is no champion the positions move without scoring:
+ * snapshots of that time are not scored later.
  */
 #include "recommend/recommender.h"
 
@@ -39,9 +44,10 @@
 #include "metrics/metrics.h"
 #include "util/util.h"
 
-/* How often the catch-up pass, the expiry sweep and W run. */
+/* How often W moves and the expiry sweep runs. */
 #define CATCHUP_INTERVAL_MS 30000
-/* A transaction that started this long ago is assumed to have ended. */
+/* An ingest transaction is assumed to commit within this long of taking
+ * its ids. */
 #define SETTLE_MS 60000
 /* Ranges of ids the fast path stepped over, watched for SETTLE_MS. */
 #define MAX_GAPS 256
@@ -324,7 +330,7 @@ struct loop {
      * Ids are taken before commit, so with several ingesting instances a
      * smaller id often commits after the fast path has read past it.  The
      * ranges it stepped over are read again on every wake until they fill
-     * or SETTLE_MS passes (then the catch-up pass is the safety net); they
+     * or SETTLE_MS passes; they
      * hold only unread ids, so each re-read is a few index probes.
      */
     struct gap {
@@ -559,26 +565,18 @@ static int reload_policy(struct recommender *r, struct loop *l, const struct rec
     return 0;
 }
 
-/* The catch-up pass, W and expiry.  0 or -1. */
-static int catch_up(struct recommender *r, struct loop *l, const struct rec_conf *c, char *err,
-                    size_t errlen)
+/* Moves W and expires what is due.  0 or -1. */
+static int maintain(struct recommender *r, struct loop *l, char *err, size_t errlen)
 {
-    int64_t w = 0, max_id = 0, settled = 0, last = 0, expired = 0;
-    if (store_recs_progress(l->st, SETTLE_MS, &w, &max_id, &settled, err, errlen) != 0)
+    int64_t w = 0, max_id = 0, expired = 0;
+    if (store_recs_progress(l->st, &w, &max_id, err, errlen) != 0)
         return -1;
-    if (w < 0)
-        w = l->seen;
-    int64_t scanned = l->seen;
-    if (l->scorer && l->seen > w) {
-        struct store_snapshot_query q = {
-            .by = STORE_SNAP_UNSCORED, .after_id = w, .until_id = l->seen, .limit = c->batch};
-        if (score_all(r, l, c, q, &last, err, errlen) != 0)
-            return -1;
-        /* Stopped part way: W may only pass what the pass looked at. */
-        if (atomic_load(&r->stop))
-            scanned = last;
+    /* Everything up to seen was read, except the ranges still watched. */
+    int64_t next = l->seen;
+    for (size_t i = 0; i < l->n_gaps; i++) {
+        if (l->gaps[i].lo - 1 < next)
+            next = l->gaps[i].lo - 1;
     }
-    int64_t next = settled < scanned ? settled : scanned;
     if (next > w && store_recs_set_progress(l->st, next, err, errlen) != 0)
         return -1;
     if (store_recs_expire(l->st, &expired, err, errlen) != 0)
@@ -597,8 +595,8 @@ static int lead(struct recommender *r, struct loop *l, const struct rec_conf *c,
     if (l->reload && reload_policy(r, l, c, err, errlen) != 0)
         return -1;
     if (l->seen < 0) {
-        int64_t w = 0, max_id = 0, settled = 0;
-        if (store_recs_progress(l->st, SETTLE_MS, &w, &max_id, &settled, err, errlen) != 0)
+        int64_t w = 0, max_id = 0;
+        if (store_recs_progress(l->st, &w, &max_id, err, errlen) != 0)
             return -1;
         if (w < 0) {
             /* First start: begin with what arrives from now on. */
@@ -619,14 +617,14 @@ static int lead(struct recommender *r, struct loop *l, const struct rec_conf *c,
             score_all(r, l, c, q, &l->seen, err, errlen) != 0)
             return -1;
     } else {
-        int64_t w = 0, max_id = 0, settled = 0;
-        if (store_recs_progress(l->st, SETTLE_MS, &w, &max_id, &settled, err, errlen) != 0)
+        int64_t w = 0, max_id = 0;
+        if (store_recs_progress(l->st, &w, &max_id, err, errlen) != 0)
             return -1;
         if (max_id > l->seen)
             l->seen = max_id;
     }
     if (util_now_mono_us() >= l->next_catchup_us) {
-        if (catch_up(r, l, c, err, errlen) != 0)
+        if (maintain(r, l, err, errlen) != 0)
             return -1;
         l->next_catchup_us = util_now_mono_us() + CATCHUP_INTERVAL_MS * INT64_C(1000);
     }

@@ -172,12 +172,13 @@ static const char batch_fill[] =
 
 /* Pairs already written (in either table) are not written again, and do
  * not supersede anything: the lock makes this check exact. */
-static const char batch_drop_known[] =
-    "DELETE FROM recs_batch b WHERE"
-    " EXISTS (SELECT 1 FROM recommendations r"
-    "  WHERE r.state_event_id = b.state_event_id AND r.policy_version = b.policy_version)"
-    " OR EXISTS (SELECT 1 FROM abstentions a"
-    "  WHERE a.state_event_id = b.state_event_id AND a.policy_version = b.policy_version)";
+static const char batch_drop_known_recs[] =
+    "DELETE FROM recs_batch b WHERE EXISTS (SELECT 1 FROM recommendations r"
+    " WHERE r.state_event_id = b.state_event_id AND r.policy_version = b.policy_version)";
+/* Two statements: an OR of the two EXISTS cannot use the unique indexes. */
+static const char batch_drop_known_abst[] =
+    "DELETE FROM recs_batch b WHERE EXISTS (SELECT 1 FROM abstentions a"
+    " WHERE a.state_event_id = b.state_event_id AND a.policy_version = b.policy_version)";
 
 static const char batch_reasons[] =
     "SELECT reason, count(*) FROM recs_batch WHERE status = 'abstain' GROUP BY reason";
@@ -274,7 +275,8 @@ int store_recs_write(struct store *st, const char *rows_json, int64_t ttl_ms, in
             err, errlen) != 0 ||
         store_exec(conn, batch_table, err, errlen) != 0 ||
         run(conn, batch_fill, 1, p_rows, PGRES_COMMAND_OK, NULL, NULL, err, errlen) != 0 ||
-        run(conn, batch_drop_known, 0, NULL, PGRES_COMMAND_OK, NULL, NULL, err, errlen) != 0 ||
+        run(conn, batch_drop_known_recs, 0, NULL, PGRES_COMMAND_OK, NULL, NULL, err, errlen) != 0 ||
+        run(conn, batch_drop_known_abst, 0, NULL, PGRES_COMMAND_OK, NULL, NULL, err, errlen) != 0 ||
         run(conn, batch_reasons, 0, NULL, PGRES_TUPLES_OK, NULL, &reasons, err, errlen) != 0 ||
         run(conn, insert_open, 1, p_ttl, PGRES_COMMAND_OK, &out->opened, NULL, err, errlen) != 0 ||
         run(conn, insert_abstain, 0, NULL, PGRES_COMMAND_OK, &out->abstained, NULL, err, errlen) !=
@@ -330,26 +332,18 @@ int store_recs_expire(struct store *st, int64_t *n, char *err, size_t errlen)
                0, NULL, PGRES_COMMAND_OK, n, NULL, err, errlen);
 }
 
-int store_recs_progress(struct store *st, int64_t settle_ms, int64_t *scored_through,
-                        int64_t *max_id, int64_t *settled_id, char *err, size_t errlen)
+int store_recs_progress(struct store *st, int64_t *scored_through, int64_t *max_id, char *err,
+                        size_t errlen)
 {
     PGconn *conn = store_conn(st);
     PGresult *r = NULL;
-    char settle[24];
-    const char *params[1] = {util_fmt(settle, sizeof settle, "%lld", (long long)settle_ms)};
-    /* The newest id is read from the index's end; the settled one walks
-     * back from it over the (few) rows ingested within settle_ms. */
     if (run(conn,
             "SELECT (SELECT scored_through FROM recommender_progress),"
-            " (SELECT coalesce(max(id), 0) FROM state_events),"
-            " (SELECT coalesce((SELECT id FROM state_events"
-            "   WHERE ingested_at < now() - $1::bigint * interval '1 millisecond'"
-            "   ORDER BY id DESC LIMIT 1), 0))",
-            1, params, PGRES_TUPLES_OK, NULL, &r, err, errlen) != 0)
+            " (SELECT coalesce(max(id), 0) FROM state_events)",
+            0, NULL, PGRES_TUPLES_OK, NULL, &r, err, errlen) != 0)
         return -1;
     *scored_through = PQgetisnull(r, 0, 0) ? -1 : strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     *max_id = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-    *settled_id = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
     PQclear(r);
     return 0;
 }

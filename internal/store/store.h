@@ -402,13 +402,11 @@ int store_recs_expire(struct store *st, int64_t *n, char *err, size_t errlen)
 
 /*
  * The recommender's position: *scored_through from recommender_progress,
- * or -1 when it was never set.  *max_id is the largest state_events.id and
- * *settled_id the largest one ingested more than settle_ms ago (0 when
- * none); a transaction older than that is assumed to have ended.
+ * or -1 when it was never set, and *max_id, the largest state_events.id
+ * (0 when none).  0 or -1.
  */
-int store_recs_progress(struct store *st, int64_t settle_ms, int64_t *scored_through,
-                        int64_t *max_id, int64_t *settled_id, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
+int store_recs_progress(struct store *st, int64_t *scored_through, int64_t *max_id, char *err,
+                        size_t errlen) __attribute__((warn_unused_result));
 int store_recs_set_progress(struct store *st, int64_t scored_through, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 

@@ -144,7 +144,7 @@ static void assert_defaults(const struct cfg *c)
     assert_int_equal(c->ingest.max_message_bytes, 1048576);
     assert_int_equal(c->ingest.batch_messages, 5000);
     assert_int_equal(c->ingest.batch_bytes, 16 * 1048576);
-    assert_int_equal(c->ingest.batch_wait_ms, 200);
+    assert_int_equal(c->ingest.batch_wait_ms, 50);
     assert_int_equal(c->log.level, LOG_LEVEL_INFO);
     assert_int_equal(c->log.format, LOG_FORMAT_TEXT);
     assert_true(c->metrics.enabled);
