@@ -111,7 +111,7 @@ static void test_cli_config_check_shipped(void **state)
         "  settle_window: 30m",
         "  max_message_bytes: 1MiB",
         "  batch_messages: 5000",
-        "  batch_wait: 200ms",
+        "  batch_wait: 50ms",
         "  level: info",
         "  listen: \"127.0.0.1:9464\"",
         "  learning_rate: 0.3",
