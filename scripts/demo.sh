@@ -116,14 +116,6 @@ echo "  $scored of $new new snapshots scored: each is one recommendation or one 
 q -c "SELECT 'recommendations' AS outcome, status AS detail, count(*) FROM recommendations GROUP BY status
       UNION ALL SELECT 'abstentions', reason, count(*) FROM abstentions GROUP BY reason ORDER BY 1, 3 DESC"
 
-step "the open recommendations (view recommendations_open, as a dashboard reads it; newest first)"
-q -c "SELECT entity_type || ' ' || entity_id AS entity, operator_id AS operator, action,
-             round(delta_pct::numeric, 1) AS delta_pct, round(confidence::numeric, 2) AS conf,
-             round(ood_score::numeric, 1) AS ood, explanation
-      FROM recommendations_open LIMIT 12"
-q -Atc "SELECT count(*) || ' open recommendation(s) in all, for ' || count(DISTINCT entity_id) || ' entities'
-        FROM recommendations_open" | sed 's/^/  /'
-
 step "why the policy stayed silent (abstentions, one example per reason)"
 q -c "SELECT DISTINCT ON (reason) reason, entity_type || ' ' || entity_id AS entity, action,
              round(confidence::numeric, 2) AS conf, round(ood_score::numeric, 1) AS ood,
@@ -149,3 +141,11 @@ grep -E 'run: |stopped' "$log" | sed 's/^/  /'
 
 step "not yet built"
 echo "  operator audits and the feedback loop come next; see README.md, 'Status'."
+
+step "the open recommendations (view recommendations_open, as a dashboard reads it; newest first)"
+q -c "SELECT entity_type || ' ' || entity_id AS entity, operator_id AS operator, action,
+             round(delta_pct::numeric, 1) AS delta_pct, round(confidence::numeric, 2) AS conf,
+             round(ood_score::numeric, 1) AS ood, explanation
+      FROM recommendations_open LIMIT 12"
+q -Atc "SELECT count(*) || ' open recommendation(s) in all, for ' || count(DISTINCT entity_id) || ' entities'
+        FROM recommendations_open" | sed 's/^/  /'
