@@ -18,11 +18,11 @@
  * ingest's batch transaction) and understudy_policy (promotion) and polls
  * every recommend.poll_interval besides.  On each wake it scores the
  * snapshots after the last one it read (the fast path) and those that
- * have since committed in the id ranges it stepped over; every
- * CATCHUP_INTERVAL it also scores what the fast path may have missed (a
- * transaction that committed a smaller id later, a crash between ingest's
- * commit and scoring), moves recommender_progress, and expires open
- * recommendations past expires_at.  A promotion loads the new champion
+ * have since committed in the id ranges it stepped over (a transaction
+ * that committed a smaller id later); every CATCHUP_INTERVAL_MS it moves
+ * recommender_progress (from which a restart reads again, so a crash
+ * between ingest's commit and scoring leaves nothing unscored) and expires
+ * open recommendations past expires_at.  A promotion loads the new champion
  * without a restart and re-scores the snapshots of open recommendations of
  * other versions.
  */
