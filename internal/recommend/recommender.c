@@ -355,7 +355,7 @@ static void gap_add(struct loop *l, int64_t lo, int64_t hi, int64_t until_us)
 /* Removes ids[0..n) (ascending) and expired ranges from the gaps. */
 static void gaps_update(struct loop *l, const int64_t *ids, size_t n, int64_t now_us)
 {
-    struct gap out[MAX_GAPS];
+    struct gap out[MAX_GAPS] = {{0, 0, 0}};
     size_t m = 0, k = 0;
     for (size_t i = 0; i < l->n_gaps; i++) {
         struct gap g = l->gaps[i];
