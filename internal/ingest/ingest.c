@@ -1052,6 +1052,11 @@ int ingest_run(struct ingest *ig, volatile sig_atomic_t *stop, ingest_tick_fn ti
             int64_t left =
                 (ig->fill.started_us + atomic_load(&ig->batch_wait_ms) * 1000 - now) / 1000;
             timeout = left < 0 ? 0 : left < 100 ? (int)left : 100;
+            /* Due, but the writer still has the previous batch: polling
+             * with 0 would spin until it is done (batch_wait 0 made this a
+             * busy loop); 1 ms returns as soon as a message arrives. */
+            if (timeout == 0 && writer_wait(ig, 0) == W_BUSY)
+                timeout = 1;
         }
         int64_t t0 = util_now_mono_us();
         rd_kafka_message_t *m = rd_kafka_consumer_poll(ig->rk, timeout);
