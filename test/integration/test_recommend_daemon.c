@@ -103,22 +103,9 @@ static void clone_db(const char *template_db, const char *name, char *dsn, size_
  * returns the JSON object on the first line of stdout (NULL when none). */
 static json_t *run_json(const char *dsn, const char *const *args)
 {
-    const char *argv[24] = {testenv_get("UNDERSTUDY_BIN")};
-    size_t n = 1;
-    for (; *args; args++)
-        argv[n++] = *args;
-    argv[n] = NULL;
-    char *out = NULL, *err = NULL;
-    if (dsn)
-        setenv("UNDERSTUDY_PG_DSN", dsn, 1);
-    int st = testenv_run(argv, NULL, &out, &err);
-    if (dsn)
-        unsetenv("UNDERSTUDY_PG_DSN");
-    if (st != 0)
-        fail_msg("understudy %s exited %d: %s", argv[1], st, err);
+    char *out = testenv_run_bin(dsn, args, 0);
     json_t *j = json_loads(out, JSON_DISABLE_EOF_CHECK, NULL);
     free(out);
-    free(err);
     return j;
 }
 

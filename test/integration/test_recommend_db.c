@@ -142,32 +142,12 @@ static char *fingerprint(PGconn *c)
 
 /* ---- processes ------------------------------------------------------------ */
 
-/* Runs the binary with UNDERSTUDY_PG_DSN=dsn; checks the exit status and
- * returns stdout (caller frees). */
-static char *run_bin(const char *dsn, const char *const *args, int want)
-{
-    const char *argv[32] = {testenv_get("UNDERSTUDY_BIN")};
-    size_t n = 1;
-    for (; *args; args++)
-        argv[n++] = *args;
-    argv[n] = NULL;
-    char *out = NULL, *err = NULL;
-    if (dsn)
-        setenv("UNDERSTUDY_PG_DSN", dsn, 1);
-    int st = testenv_run(argv, NULL, &out, &err);
-    unsetenv("UNDERSTUDY_PG_DSN");
-    if (st != want)
-        fail_msg("understudy %s exited %d, not %d: %s", argv[1], st, want, err);
-    free(err);
-    return out;
-}
-
 /* `recommend --from-db -c cfg` plus up to three more arguments. */
 static char *recommend(const char *dsn, const char *cfg, const char *a1, const char *a2,
                        const char *a3)
 {
     const char *args[] = {"recommend", "--from-db", "-c", cfg, a1, a2, a3, NULL};
-    return run_bin(dsn, args, 0);
+    return testenv_run_bin(dsn, args, 0);
 }
 
 static void recommend_write(const char *dsn, const char *cfg)
@@ -221,7 +201,7 @@ static void base_setup(void)
     snprintf(states, sizeof states, "%s/states.jsonl", dir);
     snprintf(actions, sizeof actions, "%s/actions.jsonl", dir);
     const char *sim[] = {"simulate", "--out", dir, "--rows", SIM_ROWS, "--seed", "7", NULL};
-    free(run_bin(NULL, sim, 0));
+    free(testenv_run_bin(NULL, sim, 0));
     base.states = count_lines(states);
     base.actions = count_lines(actions);
     assert_int_equal(base.states, atol(SIM_ROWS));
@@ -247,7 +227,7 @@ static void base_setup(void)
     PQfinish(c);
 
     const char *train[] = {"train", "--from-db", "--promote", "--rounds", "30", NULL};
-    char *out = run_bin(base.dsn, train, 0);
+    char *out = testenv_run_bin(base.dsn, train, 0);
     json_t *j = json_loads(out, JSON_DISABLE_EOF_CHECK, NULL);
     if (!j)
         fail_msg("train printed no JSON: %s", out);
@@ -897,7 +877,7 @@ static void test_recommend_db_supersede_keeps_newest_snapshot_and_new_version(vo
 
     /* A second version (a challenger, then promoted by hand). */
     const char *train[] = {"train", "--from-db", "--rounds", "40", NULL};
-    char *t = run_bin(dsn, train, 0);
+    char *t = testenv_run_bin(dsn, train, 0);
     json_t *j = json_loads(t, JSON_DISABLE_EOF_CHECK, NULL);
     assert_non_null(j);
     free(t);
@@ -909,7 +889,7 @@ static void test_recommend_db_supersede_keeps_newest_snapshot_and_new_version(vo
     snprintf(vbuf, sizeof vbuf, "%ld", v2);
     snprintf(v1buf, sizeof v1buf, "%ld", base.version);
     const char *promote[] = {"model", "promote", "--version", vbuf, NULL};
-    free(run_bin(dsn, promote, 0));
+    free(testenv_run_bin(dsn, promote, 0));
     const char *pv[] = {vbuf}, *pv1[] = {v1buf};
     assert_int_equal(qlong_p(c,
                              "SELECT count(*) FROM policies WHERE status = 'champion'"

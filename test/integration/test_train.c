@@ -71,17 +71,12 @@ static void ingest_fixtures(const char *dsn, PGconn *c, const char *group)
 /* Runs understudy train with UNDERSTUDY_PG_DSN=dsn; returns its JSON line. */
 static json_t *run_train(const char *dsn, const char *const *extra, int want_status)
 {
-    const char *argv[32] = {testenv_get("UNDERSTUDY_BIN"), "train", "--from-db"};
-    size_t n = 3;
+    const char *args[32] = {"train", "--from-db"};
+    size_t n = 2;
     for (; extra && *extra; extra++)
-        argv[n++] = *extra;
-    argv[n] = NULL;
-    char *out = NULL, *err = NULL;
-    setenv("UNDERSTUDY_PG_DSN", dsn, 1);
-    int st = testenv_run(argv, NULL, &out, &err);
-    unsetenv("UNDERSTUDY_PG_DSN");
-    if (st != want_status)
-        fail_msg("train exited %d, not %d: %s", st, want_status, err);
+        args[n++] = *extra;
+    args[n] = NULL;
+    char *out = testenv_run_bin(dsn, args, want_status);
     json_t *j = NULL;
     if (want_status == 0) {
         json_error_t je;
@@ -90,7 +85,6 @@ static json_t *run_train(const char *dsn, const char *const *extra, int want_sta
             fail_msg("train printed no JSON line (%s): %s", je.text, out);
     }
     free(out);
-    free(err);
     return j;
 }
 

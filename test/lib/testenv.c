@@ -118,6 +118,25 @@ static void quiet_notices(void *arg, const char *msg)
     (void)msg;
 }
 
+char *testenv_run_bin(const char *dsn, const char *const *args, int want)
+{
+    const char *argv[32] = {testenv_get("UNDERSTUDY_BIN")};
+    size_t n = 1;
+    for (; *args && n < 31; args++)
+        argv[n++] = *args;
+    argv[n] = NULL;
+    char *out = NULL, *err = NULL;
+    if (dsn)
+        setenv("UNDERSTUDY_PG_DSN", dsn, 1);
+    int st = testenv_run(argv, NULL, &out, &err);
+    if (dsn)
+        unsetenv("UNDERSTUDY_PG_DSN");
+    if (st != want)
+        fail_msg("understudy %s exited %d, not %d: %s", n > 1 ? argv[1] : "", st, want, err);
+    free(err);
+    return out;
+}
+
 PGconn *testenv_connect(const char *conninfo)
 {
     PGconn *c = PQconnectdb(conninfo);

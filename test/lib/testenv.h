@@ -30,6 +30,14 @@ const char *testenv_get(const char *name);
  */
 int testenv_run(const char *const argv[], const char *in_path, char **out, char **err);
 
+/*
+ * Runs $UNDERSTUDY_BIN with args (NULL-terminated, at most 30, without the
+ * program name) and, when dsn is not NULL, UNDERSTUDY_PG_DSN=dsn in its
+ * environment.  Fails the test unless it exits with want (its stderr in
+ * the message); returns its stdout (caller frees).
+ */
+char *testenv_run_bin(const char *dsn, const char *const *args, int want);
+
 /* Connects with conninfo, failing the test on error. */
 PGconn *testenv_connect(const char *conninfo);
 
