@@ -58,39 +58,20 @@ static int load_policy(const struct cfg *cfg, const char *path, struct gbm_model
     return rc;
 }
 
-/* One result as a JSON line on stdout. */
-static int print_result(const struct recommend_scorer *sc, const struct event *ev, int version,
-                        const struct recommend_result *r)
-{
-    json_t *j = recommend_result_json(sc, ev, version, r);
-    char *s =
-        j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
-    json_decref(j);
-    if (!s)
-        return -1;
-    int rc = printf("%s\n", s) < 0 ? -1 : 0;
-    free(s);
-    return rc;
-}
-
 /* --from-db: pages of stored snapshots, printed or written. */
 static int from_db(const struct cfg *cfg, const struct recommend_scorer *sc, int version,
-                   const struct recommend_guardrails *g, const char *since, bool dry_run, char *err,
-                   size_t errlen)
+                   const struct recommend_guardrails *g, bool since, int64_t since_us, bool dry_run,
+                   char *err, size_t errlen)
 {
     struct store *st = NULL;
     struct recommend_batch_stats stats;
-    int64_t since_us = 0, scored_through = 0, max_id = 0;
+    int64_t scored_through = 0, max_id = 0;
     int rc = -1;
 
     memset(&stats, 0, sizeof stats);
     if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &st, err, errlen) != 0 ||
         store_recs_progress(st, &scored_through, &max_id, err, errlen) != 0)
         goto out;
-    if (since && event_parse_rfc3339(since, &since_us) != 0) {
-        util_fmt(err, errlen, "--since takes an RFC 3339 time, not '%s'", since);
-        goto out;
-    }
     struct recommend_batch_args a = {
         .store = st,
         .scorer = sc,
@@ -183,11 +164,9 @@ int cmd_recommend(int argc, char **argv)
         return usage_error("recommend", "give one of --from-db or --jsonl FILE");
     if (since && !db)
         return usage_error("recommend", "--since goes with --from-db");
-    if (since) {
-        int64_t us;
-        if (event_parse_rfc3339(since, &us) != 0)
-            return usage_error("recommend", "--since takes an RFC 3339 time, not '%s'", since);
-    }
+    int64_t since_us = 0;
+    if (since && event_parse_rfc3339(since, &since_us) != 0)
+        return usage_error("recommend", "--since takes an RFC 3339 time, not '%s'", since);
     if (jsonl && !dry_run)
         return usage_error("recommend", "--jsonl needs --dry-run: snapshots from a file are not "
                                         "stored events, so nothing is written for them");
@@ -214,7 +193,7 @@ int cmd_recommend(int argc, char **argv)
         recommend_scorer_new(m, &sc, err, sizeof err) != 0)
         goto fail;
     if (db) {
-        rc = from_db(cfg, sc, version, &g, since, dry_run, err, sizeof err);
+        rc = from_db(cfg, sc, version, &g, since != NULL, since_us, dry_run, err, sizeof err);
         if (rc < 0) {
             rc = 1;
             goto fail;
@@ -250,7 +229,7 @@ int cmd_recommend(int argc, char **argv)
             .last_recommendation_us = INT64_MIN,
         };
         int s = recommend_score(sc, &g, &ri, &r, err, sizeof err);
-        if (s == 0 && print_result(sc, &ev, version, &r) != 0) {
+        if (s == 0 && recommend_result_print(stdout, sc, &ev, version, &r) != 0) {
             util_fmt(err, sizeof err, "write error on stdout");
             s = -1;
         }

@@ -68,6 +68,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "event/event.h"
 #include "gbm/gbm.h"
@@ -292,6 +293,13 @@ struct json_t *recommend_guardrails_json(const struct recommend_result *r);
  */
 struct json_t *recommend_result_json(const struct recommend_scorer *s, const struct event *ev,
                                      int version, const struct recommend_result *r);
+
+/*
+ * recommend_result_json as one compact line on f (what --dry-run prints).
+ * Returns 0, -1 on a write error, -2 out of memory.
+ */
+int recommend_result_print(FILE *f, const struct recommend_scorer *s, const struct event *ev,
+                           int version, const struct recommend_result *r) RECOMMEND_WUR;
 
 /* The "why" text of one ood reason into buf (always terminated); returns buf. */
 char *recommend_ood_why_text(const struct recommend_ood_reason *o, char *buf, size_t size);

@@ -10,6 +10,8 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "util/util.h"
 
@@ -175,4 +177,18 @@ json_t *recommend_result_json(const struct recommend_scorer *s, const struct eve
         return NULL;
     }
     return j;
+}
+
+int recommend_result_print(FILE *f, const struct recommend_scorer *s, const struct event *ev,
+                           int version, const struct recommend_result *r)
+{
+    json_t *j = recommend_result_json(s, ev, version, r);
+    char *line =
+        j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(j);
+    if (!line)
+        return -2;
+    int rc = fprintf(f, "%s\n", line) < 0 ? -1 : 0;
+    free(line);
+    return rc;
 }

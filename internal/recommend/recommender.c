@@ -188,25 +188,21 @@ static int score_row(void *arg, const struct store_snapshot *s, char *err, size_
         c->stats->abstained++;
         c->stats->by_reason[c->res.reason]++;
     }
+    if (a->print) {
+        int w = recommend_result_print(a->print, a->scorer, &ev, a->version, &c->res);
+        if (w != 0) {
+            util_fmt(err, errlen, w == -2 ? "out of memory" : "write error");
+            goto out;
+        }
+        rc = 0;
+        goto out;
+    }
     json_t *row = recommend_result_json(a->scorer, &ev, a->version, &c->res);
     if (!row) {
         util_fmt(err, errlen, "out of memory");
         goto out;
     }
-    if (a->print) {
-        char *line = json_dumps(row, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
-        json_decref(row);
-        if (!line) {
-            util_fmt(err, errlen, "out of memory");
-            goto out;
-        }
-        int w = fprintf(a->print, "%s\n", line);
-        free(line);
-        if (w < 0) {
-            util_fmt(err, errlen, "write error");
-            goto out;
-        }
-    } else if (json_array_append_new(c->rows, row) != 0) {
+    if (json_array_append_new(c->rows, row) != 0) {
         util_fmt(err, errlen, "out of memory");
         goto out;
     }
