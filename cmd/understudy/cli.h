@@ -7,6 +7,8 @@
 #define UNDERSTUDY_CLI_H
 
 #include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 
 #include "config/config.h"
@@ -49,11 +51,23 @@ int load_model_file(const char *path, struct gbm_model **out, char *err, size_t 
 extern volatile sig_atomic_t stop_requested;
 void install_stop_handlers(void);
 
+/* A comma-separated list split in place: items point into buf (cli.c). */
+struct cli_list {
+    char *buf;
+    const char **items;
+    size_t n;
+};
+void cli_list_free(struct cli_list *l);
+/* Splits s at commas; empty items are refused.  0, or -1 (bad or OOM). */
+int cli_list_parse(const char *s, struct cli_list *l);
+bool cli_list_has(const struct cli_list *l, const char *s);
+
 /* Commands in train.c and simulate.c. */
 int cmd_train(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
 int cmd_recommend(int argc, char **argv); /* recommend.c */
+int cmd_audit(int argc, char **argv);     /* audit.c */
 
 #endif

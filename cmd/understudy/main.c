@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "audit/auditor.h"
 #include "config/config.h"
 #include "ingest/ingest.h"
 #include "log/log.h"
@@ -35,7 +36,8 @@ static int cmd_help(int argc, char **argv);
 
 static const struct command commands[] = {
     {"run", cmd_run, "[-c FILE]",
-     "the daemon: ingest Kafka into PostgreSQL, serve /metrics; SIGHUP reloads, SIGTERM drains"},
+     "the daemon: ingest Kafka into PostgreSQL, retrain, recommend and audit in the background, "
+     "serve /metrics; SIGHUP reloads, SIGTERM drains"},
     {"check-config", cmd_check_config, "[-c FILE]",
      "validate the configuration and print it, secrets masked"},
     {"migrate", cmd_migrate, "[-c FILE] [--status]",
@@ -57,6 +59,12 @@ static const struct command commands[] = {
      "[-c FILE]",
      "score stored (--from-db) or given snapshots with the champion (or --model) and write the "
      "recommendations, or print them as JSON lines (--dry-run)"},
+    {"audit", cmd_audit,
+     "[-c FILE] [--since T] [--until T] [--operators a,b] [--report DIR] [--format html,md,json]"
+     " [--threads N] | --csv FILE --label COL --operator COL [--delta COL] [--ts COL]"
+     " [--categorical a,b] [--drop a,b] [--report DIR] [--format ...]",
+     "audit each operator against the team in the same states (from PostgreSQL, writing a run "
+     "audit_findings_latest shows, or from a CSV); prints the findings, writes the reports"},
     {"simulate", cmd_simulate,
      "--out DIR [--rows N] [--operators N] [--campaigns N] [--seed N] [--start T]"
      " [--temperature X] [--bias SPEC ...]",
@@ -353,6 +361,7 @@ struct daemon {
     struct ingest *ig;
     struct policy_trainer *trainer;
     struct recommender *recommender;
+    struct auditor *auditor;
 };
 
 static int daemon_render_metrics(struct util_buf *b, void *ud)
@@ -362,7 +371,9 @@ static int daemon_render_metrics(struct util_buf *b, void *ud)
         return -1;
     if (d->trainer && policy_trainer_render_metrics(b, d->trainer) != 0)
         return -1;
-    return d->recommender ? recommender_render_metrics(b, d->recommender) : 0;
+    if (d->recommender && recommender_render_metrics(b, d->recommender) != 0)
+        return -1;
+    return d->auditor ? auditor_render_metrics(b, d->auditor) : 0;
 }
 
 static int daemon_ready(void *ud, char *why, size_t whylen)
@@ -399,6 +410,7 @@ static void daemon_tick(struct ingest *ig, void *ud)
     ingest_apply_config(ig, next);
     policy_trainer_apply_config(d->trainer, next);
     recommender_apply_config(d->recommender, next);
+    auditor_apply_config(d->auditor, next);
     cfg_free(d->cfg);
     d->cfg = next;
     log_info("config: reloaded %s", d->path ? d->path : "(embedded defaults)");
@@ -416,7 +428,7 @@ static int cmd_run(int argc, char **argv)
     if (st >= 0)
         return st;
 
-    struct daemon d = {config_path_from(path), NULL, NULL, NULL, NULL};
+    struct daemon d = {config_path_from(path), NULL, NULL, NULL, NULL, NULL};
     d.cfg = load_config(d.path);
     if (!d.cfg)
         return EXIT_USAGE;
@@ -430,7 +442,8 @@ static int cmd_run(int argc, char **argv)
     }
     d.ig = ig;
     if (policy_trainer_start(d.cfg, &d.trainer, err, sizeof err) != 0 ||
-        recommender_start(d.cfg, &d.recommender, err, sizeof err) != 0) {
+        recommender_start(d.cfg, &d.recommender, err, sizeof err) != 0 ||
+        auditor_start(d.cfg, &d.auditor, err, sizeof err) != 0) {
         log_error("run: %s", err);
         goto out;
     }
@@ -464,6 +477,7 @@ static int cmd_run(int argc, char **argv)
     rc = r == 0 ? 0 : 1;
 out:
     metrics_server_stop(ms);
+    auditor_stop(d.auditor);
     recommender_stop(d.recommender);
     policy_trainer_stop(d.trainer);
     ingest_free(ig);

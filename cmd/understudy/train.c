@@ -22,52 +22,6 @@
 #include "store/store.h"
 #include "util/util.h"
 
-/* A comma-separated list split in place: items point into buf. */
-struct list {
-    char *buf;
-    const char **items;
-    size_t n;
-};
-
-static void list_free(struct list *l)
-{
-    free(l->buf);
-    free(l->items);
-    memset(l, 0, sizeof *l);
-}
-
-/* Splits s at commas; empty items are refused.  0, or -1 (bad or OOM). */
-static int list_parse(const char *s, struct list *l)
-{
-    list_free(l);
-    if (!*s)
-        return -1;
-    if (!(l->buf = util_strdup(s)))
-        return -1;
-    size_t cap = 1;
-    for (const char *p = s; *p; p++)
-        cap += *p == ',';
-    if (!(l->items = util_calloc(cap, sizeof *l->items)))
-        return -1;
-    char *save = NULL;
-    for (char *p = l->buf;; p = NULL) {
-        char *tok = strtok_r(p, ",", &save);
-        if (!tok)
-            break;
-        l->items[l->n++] = tok;
-    }
-    return l->n == cap ? 0 : -1;
-}
-
-static bool list_has(const struct list *l, const char *s)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        if (strcmp(l->items[i], s) == 0)
-            return true;
-    }
-    return false;
-}
-
 static int parse_double_arg(const char *s, double lo, double hi, bool lo_open, double *out)
 {
     char *end = NULL;
@@ -82,30 +36,6 @@ static int parse_double_arg(const char *s, double lo, double hi, bool lo_open, d
 
 /* Whether the CSV's header row has a column named name (a plain check:
  * quoted header names are compared without their quotes). */
-static bool csv_has_column(const char *path, const char *name)
-{
-    FILE *f = fopen(path, "r");
-    char line[65536];
-    bool found = false;
-    if (!f)
-        return false;
-    if (fgets(line, sizeof line, f)) {
-        char *save = NULL;
-        line[strcspn(line, "\r\n")] = '\0';
-        char *start = strncmp(line, "\xEF\xBB\xBF", 3) == 0 ? line + 3 : line;
-        for (char *tok = strtok_r(start, ",", &save); tok && !found;
-             tok = strtok_r(NULL, ",", &save)) {
-            size_t n = strlen(tok);
-            if (n >= 2 && tok[0] == '"' && tok[n - 1] == '"') {
-                tok[n - 1] = '\0';
-                tok++;
-            }
-            found = strcmp(tok, name) == 0;
-        }
-    }
-    fclose(f);
-    return found;
-}
 
 /* ---- train ------------------------------------------------------------- */
 
@@ -165,17 +95,17 @@ struct train_args {
     const char *config;
     bool from_db, promote;
     const char *csv, *label, *target, *out;
-    struct list categorical, drop, operators, exclude;
+    struct cli_list categorical, drop, operators, exclude;
     const char *since, *until, *half_life, *class_weight;
     const char *rounds, *lr, *max_bins, *lambda, *mcw, *threads, *valid, *early, *seed;
 };
 
 static void train_args_free(struct train_args *a)
 {
-    list_free(&a->categorical);
-    list_free(&a->drop);
-    list_free(&a->operators);
-    list_free(&a->exclude);
+    cli_list_free(&a->categorical);
+    cli_list_free(&a->drop);
+    cli_list_free(&a->operators);
+    cli_list_free(&a->exclude);
 }
 
 /* Applies the numeric overrides to o; returns 0 or the usage exit status. */
@@ -295,7 +225,7 @@ static int parse_train_args(int argc, char **argv, struct train_args *a)
     };
     int c;
     while ((c = getopt_long(argc, argv, ":c:h", opts, NULL)) != -1) {
-        struct list *l = NULL;
+        struct cli_list *l = NULL;
         switch (c) {
         case 'c':
             a->config = optarg;
@@ -375,7 +305,7 @@ static int parse_train_args(int argc, char **argv, struct train_args *a)
         default:
             return option_error("train", c, argv);
         }
-        if (l && list_parse(optarg, l) != 0)
+        if (l && cli_list_parse(optarg, l) != 0)
             return usage_error("train", "%s takes a comma-separated list of names, not '%s'",
                                argv[optind - 2], optarg);
     }
@@ -453,7 +383,7 @@ int cmd_train(int argc, char **argv)
         o.csv.n_drop = a.drop.n;
         /* delta_pct is the magnitude target, never a feature. */
         o.csv.target = a.target;
-        if (!a.target && !list_has(&a.drop, "delta_pct") && csv_has_column(a.csv, "delta_pct"))
+        if (!a.target && !cli_list_has(&a.drop, "delta_pct") && ds_csv_has_column(a.csv, "delta_pct"))
             o.csv.target = "delta_pct";
         o.magnitude = o.csv.target != NULL;
     } else {

@@ -222,6 +222,16 @@ static const struct cfg_key table[] = {
      .dmin = 0.0, .dmax = 0.5, .flags = CFG_KEY_MIN_OPEN, .reloadable = true, CFG_OFF(audit.fdr_q)},
     {.path = "audit.min_support", .type = CFG_TYPE_INT, .def = "30",
      .imin = 1, .imax = INT64_C(1000000000), .reloadable = true, CFG_OFF(audit.min_support)},
+    {.path = "audit.enabled", .type = CFG_TYPE_BOOL, .def = "true", .reloadable = true,
+     CFG_OFF(audit.enabled)},
+    {.path = "audit.lookback", .type = CFG_TYPE_DURATION, .def = "30d",
+     .imin = 0, .imax = 3650 * CFG_DAY, .reloadable = true, CFG_OFF(audit.lookback_ms)},
+    {.path = "audit.tolerance", .type = CFG_TYPE_DOUBLE, .def = "1.1",
+     .dmin = 1.0, .dmax = 10.0, .reloadable = true, CFG_OFF(audit.tolerance)},
+    {.path = "audit.reference_rows", .type = CFG_TYPE_INT, .def = "250000",
+     .imin = 1000, .imax = INT64_C(100000000), .reloadable = true, CFG_OFF(audit.reference_rows)},
+    {.path = "audit.report_dir", .type = CFG_TYPE_STRING, .def = "",
+     .flags = CFG_KEY_EMPTY_NULL, .reloadable = true, CFG_OFF(audit.report_dir)},
 };
 /* clang-format on */
 

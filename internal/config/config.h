@@ -124,6 +124,11 @@ struct cfg {
         int64_t every_ms;
         double fdr_q;
         int64_t min_support;
+        bool enabled;           /* audit inside `understudy run` */
+        int64_t lookback_ms;    /* audit the last this-long of decisions; 0 = all */
+        double tolerance;       /* rate ratios within [1/t, t] are not findings */
+        int64_t reference_rows; /* decisions a reference policy is fitted on, at most */
+        char *report_dir;       /* where the daemon writes reports; NULL = none */
     } audit;
 };
 

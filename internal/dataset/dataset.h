@@ -210,6 +210,13 @@ struct ds_csv_options {
 int ds_read_csv(const char *path, const struct ds_csv_options *o, struct ds **out, char *err,
                 size_t errlen) DS_WUR;
 
+/*
+ * Whether the header row of the CSV file at path names the column name (a
+ * quick look at the first line: the BOM and surrounding quotes are
+ * ignored).  False when the file cannot be read.
+ */
+bool ds_csv_has_column(const char *path, const char *name);
+
 /* ---- weights and split -------------------------------------------------- */
 
 enum ds_class_weighting {

@@ -810,3 +810,28 @@ out:
     reader_deinit(&rd);
     return rc;
 }
+
+bool ds_csv_has_column(const char *path, const char *name)
+{
+    FILE *f = fopen(path, "r");
+    char line[65536];
+    bool found = false;
+    if (!f)
+        return false;
+    if (fgets(line, sizeof line, f)) {
+        char *save = NULL;
+        line[strcspn(line, "\r\n")] = '\0';
+        char *start = strncmp(line, "\xEF\xBB\xBF", 3) == 0 ? line + 3 : line;
+        for (char *tok = strtok_r(start, ",", &save); tok && !found;
+             tok = strtok_r(NULL, ",", &save)) {
+            size_t n = strlen(tok);
+            if (n >= 2 && tok[0] == '"' && tok[n - 1] == '"') {
+                tok[n - 1] = '\0';
+                tok++;
+            }
+            found = strcmp(tok, name) == 0;
+        }
+    }
+    fclose(f);
+    return found;
+}

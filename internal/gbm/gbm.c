@@ -1048,6 +1048,20 @@ int gbm_predict_data(const struct gbm_model *m, const struct gbm_data *d, double
     return 0;
 }
 
+int gbm_predict_magnitude_data(const struct gbm_model *m, size_t class_idx,
+                               const struct gbm_data *d, double *out, char *err, size_t errlen)
+{
+    if (!gbm_model_has_magnitude(m, class_idx)) {
+        util_fmt(err, errlen, "class %zu has no magnitude model", class_idx);
+        return -1;
+    }
+    if (gbm_model_check_features(m, d, err, errlen) < 0)
+        return -1;
+    for (size_t r = 0; r < d->n_rows; r++)
+        gbm_booster_margin_binned(m, m->mag[class_idx], d, r, out + r);
+    return 0;
+}
+
 int gbm_evaluate(const struct gbm_model *m, const struct gbm_data *d, double *logloss,
                  double *accuracy, char *err, size_t errlen)
 {

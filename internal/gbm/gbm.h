@@ -257,6 +257,15 @@ int gbm_explain_magnitude(const struct gbm_model *m, size_t class_idx, const str
  */
 int gbm_predict_data(const struct gbm_model *m, const struct gbm_data *d, double *prob, char *err,
                      size_t errlen) GBM_WUR;
+/*
+ * Magnitude predictions of class class_idx for every row of a binned matrix
+ * with the model's features (as gbm_predict_data): out gets n_rows values.
+ * Returns 0, or -1 with a reason (the class has no magnitude model, the
+ * features differ).
+ */
+int gbm_predict_magnitude_data(const struct gbm_model *m, size_t class_idx,
+                               const struct gbm_data *d, double *out, char *err,
+                               size_t errlen) GBM_WUR;
 /* Weighted log loss (probabilities clipped to [1e-15, 1]) and weighted
  * accuracy of the classifier on d (with labels).  0 or -1 with a reason. */
 int gbm_evaluate(const struct gbm_model *m, const struct gbm_data *d, double *logloss,

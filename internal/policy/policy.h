@@ -61,6 +61,15 @@ struct policy_train_result {
     int64_t train_from_us, train_to_us;                  /* INT64_MIN when empty */
 };
 
+/*
+ * Loads the labelled examples of q (the contract's labelling rule, in ts
+ * order) into a new dataset with q's features and the seven decision
+ * classes; each row's group is its operator and its target delta_pct.
+ * Returns 0 and *out (caller frees with ds_free), or -1 with a reason.
+ */
+int policy_load_dataset(struct store *st, const struct store_example_query *q, struct ds **out,
+                        char *err, size_t errlen) __attribute__((warn_unused_result));
+
 struct policy_run;
 
 /*

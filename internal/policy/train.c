@@ -84,10 +84,9 @@ static int add_example(void *arg, const struct store_example *ex, char *err, siz
     return 0;
 }
 
-static int load_from_db(const struct policy_train_options *o, struct ds **out, char *err,
-                        size_t errlen)
+int policy_load_dataset(struct store *st, const struct store_example_query *q, struct ds **out,
+                        char *err, size_t errlen)
 {
-    const struct store_example_query *q = &o->query;
     const char **names = util_calloc(q->n_features ? q->n_features : 1, sizeof *names);
     enum gbm_kind *kinds = util_calloc(q->n_features ? q->n_features : 1, sizeof *kinds);
     struct ds *ds = NULL;
@@ -102,7 +101,7 @@ static int load_from_db(const struct policy_train_options *o, struct ds **out, c
     }
     if (ds_new(names, kinds, q->n_features, cfg_class_names, CFG_N_CLASSES, &ds, err, errlen) != 0)
         goto out;
-    if (store_load_examples(o->store, q, add_example, ds, NULL, err, errlen) != 0)
+    if (store_load_examples(st, q, add_example, ds, NULL, err, errlen) != 0)
         goto out;
     *out = ds;
     ds = NULL;
@@ -386,7 +385,7 @@ int policy_train(const struct policy_train_options *o, struct policy_run **out, 
         }
         if (ds_read_csv(o->csv_path, &o->csv, &run->ds, err, errlen) != 0)
             goto out;
-    } else if (load_from_db(o, &run->ds, err, errlen) != 0) {
+    } else if (policy_load_dataset(o->store, &o->query, &run->ds, err, errlen) != 0) {
         goto out;
     }
     int64_t t1 = util_now_mono_us();

@@ -426,4 +426,85 @@ int store_wait_notify(struct store *st, int wake_fd, int timeout_ms, unsigned *g
 #define STORE_NOTIFY_STATES 2u
 #define STORE_NOTIFY_WAKE   4u
 
+/* ---- operator audits (audit.c) ------------------------------------------ */
+
+/* pg_advisory_lock key of the one daemon that schedules audits (held for
+ * the life of its session), and of whoever runs an audit (the daemon or
+ * `understudy audit`; held for the run), so two audits never overlap. */
+#define STORE_AUDIT_LOCK_KEY     8461811192601797758LL
+#define STORE_AUDIT_RUN_LOCK_KEY 8461811192601797759LL
+
+/*
+ * Inserts a run with status 'running'; its id goes to *run_id.
+ * policy_version 0 stores NULL (no champion); from_us/to_us INT64_MIN store
+ * NULL.  parameters_json is a JSON object's text (NULL = {}).  0, or -1 with
+ * PostgreSQL's reason (e.g. an unknown policy version).
+ */
+int store_audit_begin(struct store *st, int policy_version, int64_t from_us, int64_t to_us,
+                      const char *parameters_json, int64_t *run_id, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/*
+ * Finishes run_id in one transaction: every element of doc->'findings'
+ * becomes a row of audit_findings and every element of doc->'operators' a
+ * row of audit_operators (audit.c has the mapping; JSON null becomes SQL
+ * NULL), doc->'parameters' (when present) replaces the run's parameters,
+ * and the run becomes 'finished' at now().  A missing array counts as
+ * empty.  *n_findings gets the findings written.  Returns 0 after COMMIT,
+ * or -1 with the reason and nothing written, the run left as it was: when
+ * the run does not exist or is not 'running' ("audit run N is failed, not
+ * running"), when doc is not a JSON object, or with PostgreSQL's message
+ * when doc is not JSON or an element breaks a constraint (unknown action
+ * or severity, p-value out of [0, 1], a duplicate operator...).  After a
+ * refusal of the document the run is still 'running', for the caller to
+ * mark failed.
+ */
+int store_audit_finish(struct store *st, int64_t run_id, const char *doc_json, int64_t *n_findings,
+                       char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/*
+ * Marks run_id failed at now() with the first line of error (NULL or empty:
+ * "unspecified error").  Returns 0 when it did, 1 when the run was not
+ * 'running' (finished, failed already, or no such run; nothing changed),
+ * -1 with the reason on a database error.
+ */
+int store_audit_fail(struct store *st, int64_t run_id, const char *error, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+#define STORE_AUDIT_INTERRUPTED "interrupted: the auditing process stopped before it finished"
+
+/*
+ * Marks every 'running' run failed with STORE_AUDIT_INTERRUPTED; *n gets
+ * how many.  Only the holder of STORE_AUDIT_RUN_LOCK_KEY may call it: a
+ * run left 'running' by an earlier holder can then no longer be finished.
+ * 0 or -1.
+ */
+int store_audit_fail_stale(struct store *st, int64_t *n, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/*
+ * started_at (microseconds since the epoch) of the newest finished run,
+ * the one audit_findings_latest shows; INT64_MIN when none.  0 or -1.
+ */
+int store_audit_last_finished(struct store *st, int64_t *started_us, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
+/* Returns 0 to go on; anything else stops store_audit_verdicts. */
+typedef int (*store_audit_verdict_fn)(void *arg, const char *operator_id, int64_t accepted,
+                                      int64_t total);
+
+/*
+ * Operators' verdicts on recommendations (feedback_events) with ts in
+ * [from_us, to_us) (from_us INT64_MIN, to_us INT64_MAX: unbounded): fn is
+ * called once per operator with at least one verdict, in operator_id
+ * order, with the number of recommendations the operator judged (total)
+ * and of those accepted.  A recommendation judged more than once by one operator counts
+ * once, with the operator's latest verdict in the window.  operator_id is
+ * valid only during the call.  Returns 0, or -1 with the reason (a
+ * database error, or "stopped by the callback" when fn returned non-zero).
+ */
+int store_audit_verdicts(struct store *st, int64_t from_us, int64_t to_us,
+                         store_audit_verdict_fn fn, void *arg, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+
 #endif

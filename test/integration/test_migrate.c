@@ -270,10 +270,11 @@ static void test_migrate_reader_role_is_read_only(void **state)
 {
     (void)state;
     static const char *const readable[] = {"recommendations_open", "recommendations",
-                                           "audit_findings_latest"};
-    static const char *const hidden[] = {"action_events", "state_events",   "feedback_events",
-                                         "dead_letters",  "policies",       "ingest_offsets",
-                                         "audit_runs",    "audit_findings", "schema_migrations"};
+                                           "audit_findings_latest", "audit_operators_latest"};
+    static const char *const hidden[] = {"action_events",    "state_events",   "feedback_events",
+                                         "dead_letters",     "policies",       "ingest_offsets",
+                                         "audit_runs",       "audit_findings", "audit_operators",
+                                         "schema_migrations"};
     char dsn[DSN_LEN], sql[256], s[6];
     struct store *st = open_fresh("understudy_t_migrate_reader", dsn);
     PGconn *c = testenv_connect(dsn);
