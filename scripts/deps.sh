@@ -9,7 +9,7 @@
 set -eu
 
 PKGS="build-essential pkg-config librdkafka-dev libpq-dev libyaml-dev libcmocka-dev \
-libjansson-dev libmicrohttpd-dev postgresql kcat python3-xgboost python3-numpy time"
+libjansson-dev libmicrohttpd-dev postgresql kcat python3-xgboost python3-numpy time chromium fonts-dejavu-core"
 DEV_PKGS="clang-format clang-tidy cppcheck valgrind"
 
 case "${1:-}" in

@@ -125,8 +125,8 @@ static int parse_args(int argc, char **argv, struct audit_args *a)
         return usage_error("audit", "unexpected argument %s", argv[optind]);
     if (a->csv && (!a->label || !a->operator_col))
         return usage_error("audit", "--csv needs --label COL and --operator COL");
-    if (!a->csv && (a->label || a->operator_col || a->delta || a->ts || a->categorical.n ||
-                    a->drop.n))
+    if (!a->csv &&
+        (a->label || a->operator_col || a->delta || a->ts || a->categorical.n || a->drop.n))
         return usage_error("audit", "--label, --operator, --delta, --ts, --categorical and "
                                     "--drop go with --csv");
     if (a->format && !a->report)
@@ -184,8 +184,8 @@ static void print_summary(const struct audit_job_outcome *out, const struct audi
         static const struct {
             unsigned bit;
             const char *file;
-        } files[] = {{REPORT_HTML, "audit.html"}, {REPORT_MD, "audit.md"},
-                     {REPORT_JSON, "audit.json"}};
+        } files[] = {
+            {REPORT_HTML, "audit.html"}, {REPORT_MD, "audit.md"}, {REPORT_JSON, "audit.json"}};
         printf("reports:");
         for (size_t i = 0; i < 3; i++) {
             if (j->formats & files[i].bit)
@@ -274,8 +274,8 @@ int cmd_audit(int argc, char **argv)
             goto out;
         }
     } else {
-        if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &st, err,
-                          sizeof err) != 0 ||
+        if (store_connect(cfg->postgres.dsn, cfg->postgres.password_file, &st, err, sizeof err) !=
+                0 ||
             store_check_schema(st, err, sizeof err) != 0) {
             fprintf(stderr, "understudy audit: %s\n", err);
             goto out;
@@ -289,8 +289,8 @@ int cmd_audit(int argc, char **argv)
             util_format_rfc3339(j.since_us, from, sizeof from);
         if (j.until_us != INT64_MAX)
             util_format_rfc3339(j.until_us, to, sizeof to);
-        fprintf(stderr, "understudy audit: no decisions between %s and %s; nothing audited\n",
-                from, to);
+        fprintf(stderr, "understudy audit: no decisions between %s and %s; nothing audited\n", from,
+                to);
         goto out;
     }
     if (r != 0) {

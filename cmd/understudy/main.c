@@ -14,8 +14,8 @@
 
 #include <unistd.h>
 
-#include "cli.h"
 #include "audit/auditor.h"
+#include "cli.h"
 #include "config/config.h"
 #include "ingest/ingest.h"
 #include "log/log.h"

@@ -383,7 +383,8 @@ int cmd_train(int argc, char **argv)
         o.csv.n_drop = a.drop.n;
         /* delta_pct is the magnitude target, never a feature. */
         o.csv.target = a.target;
-        if (!a.target && !cli_list_has(&a.drop, "delta_pct") && ds_csv_has_column(a.csv, "delta_pct"))
+        if (!a.target && !cli_list_has(&a.drop, "delta_pct") &&
+            ds_csv_has_column(a.csv, "delta_pct"))
             o.csv.target = "delta_pct";
         o.magnitude = o.csv.target != NULL;
     } else {

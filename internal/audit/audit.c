@@ -91,6 +91,7 @@ struct op_info {
     const char *name;
     size_t start, n; /* rows in the permuted order */
     bool audited;
+    size_t supported; /* rows inside the current reference's support */
 };
 
 /* Everything about one test of the current pass; becomes a finding when
@@ -103,6 +104,13 @@ struct cand {
     struct audit_finding f;
     double p_outside; /* T_REGION: the whole-window test outside the region */
     double full_in_expected;
+    /* For the overdispersion step: the plain z of the test (no tolerance)
+     * and what a z test at the tolerance's edges needs. */
+    double z0;
+    double obs, e_up, v_up, e_low, v_low; /* rates and agreement */
+    double d, se, log_tol;                /* magnitude */
+    double r_tot, r_pi, r_ein, r_vin;     /* region: test-half total, pi', in-region E', V' */
+    double q_raw; /* BH q before the overdispersion step: who leaves the references */
 };
 
 struct ctx {
@@ -122,12 +130,14 @@ struct ctx {
     uint8_t *half;  /* 0 = discovery, 1 = test */
     size_t n_ops;
     struct op_info *ops;
-    bool *sized; /* [K] */
+    bool *sized;     /* [K] */
     double *prob;    /* [n][K] reference probabilities */
     double *logpred; /* [n] reference log size, NaN when none */
     double *pprob;   /* [n][K] champion probabilities, or NULL */
     int32_t *pbest;  /* [n] champion's most probable class (dataset index), or -1 */
     double *scratch; /* [n] */
+    double *gather;  /* [n] */
+    uint8_t *sup;    /* [n] 1 when the row's state is inside its reference's support */
     struct cand *cands;
     size_t n_cands, cap_cands;
 };
@@ -348,9 +358,11 @@ static int prepare(struct ctx *c, char *err, size_t errlen)
     c->prob = util_calloc(n ? n * c->K : 1, sizeof *c->prob);
     c->logpred = util_calloc(n ? n : 1, sizeof *c->logpred);
     c->scratch = util_calloc(n ? n : 1, sizeof *c->scratch);
+    c->gather = util_calloc(n ? n : 1, sizeof *c->gather);
+    c->sup = util_calloc(n ? n : 1, sizeof *c->sup);
     c->sized = util_calloc(c->K, sizeof *c->sized);
     if (!fill || !c->perm || !c->grp || !c->label || !c->logsize || !c->half || !c->prob ||
-        !c->logpred || !c->scratch || !c->sized) {
+        !c->logpred || !c->scratch || !c->gather || !c->sup || !c->sized) {
         free(fill);
         free(gmap);
         goto oom;
@@ -429,8 +441,8 @@ static void slice(const struct ctx *c, size_t start, size_t n, const uint8_t **c
  * without an operator always count), sampled down to reference_rows, and
  * magnitude models of log |delta| for the sized classes.
  */
-static int fit_reference(struct ctx *c, const bool *excluded, struct gbm_model **out, char *err,
-                         size_t errlen)
+static int fit_reference(struct ctx *c, const bool *excluded, struct gbm_model **out,
+                         uint32_t (*mass)[GBM_MAX_BINS + 1], char *err, size_t errlen)
 {
     size_t eligible = 0;
     for (size_t i = 0; i < c->n; i++)
@@ -473,6 +485,11 @@ static int fit_reference(struct ctx *c, const bool *excluded, struct gbm_model *
     }
     for (size_t j = 0; j < m_rows; j++)
         lab[j] = c->label[rows[j]];
+    for (size_t f = 0; f < c->F; f++) {
+        memset(mass[f], 0, sizeof mass[f]);
+        for (size_t j = 0; j < m_rows; j++)
+            mass[f][cols[f][j]]++;
+    }
     struct gbm_data d = {.n_rows = m_rows,
                          .n_features = c->F,
                          .features = c->feats,
@@ -527,11 +544,51 @@ out:
     return rc;
 }
 
-/* Scores operator o's rows with model m: probabilities and log sizes. */
-static int score_operator(struct ctx *c, size_t o, const struct gbm_model *m, char *err,
-                          size_t errlen)
+/*
+ * Support.  A reference can only speak for states like those its operators
+ * met: a decision whose state falls, for some feature, in a bin (a quantile
+ * bin of the whole data, or the missing bin) where the reference's own
+ * decisions number fewer than SUPPORT_MIN is outside its support.  Such
+ * decisions (states the rest of the team never showed) are counted per
+ * operator and left out of every test: the reference would be extrapolating
+ * there.
+ */
+#define SUPPORT_MIN    5
+#define SUPPORT_WINDOW 2
+
+/* The reference's decisions near bin b of feature f: the bin itself for a
+ * category or a missing value; for a number, the bins within
+ * SUPPORT_WINDOW of it (a campaign-level value such as a target is one bin
+ * per campaign, and a value between the team's values is still inside
+ * their experience). */
+static uint32_t support_mass(const struct ctx *c, uint32_t (*mass)[GBM_MAX_BINS + 1], size_t f,
+                             unsigned b)
 {
-    const struct op_info *op = &c->ops[o];
+    if (c->feats[f].kind != GBM_NUMERIC || b == GBM_MISSING_BIN)
+        return mass[f][b];
+    unsigned lo = b > SUPPORT_WINDOW ? b - SUPPORT_WINDOW : 0;
+    unsigned hi =
+        b + SUPPORT_WINDOW < c->feats[f].n_bins ? b + SUPPORT_WINDOW : c->feats[f].n_bins - 1;
+    uint32_t sum = 0;
+    for (unsigned j = lo; j <= hi; j++)
+        sum += mass[f][j];
+    return sum;
+}
+
+/* Scores operator o's rows with model m: probabilities, log sizes and
+ * support. */
+static int score_operator(struct ctx *c, size_t o, const struct gbm_model *m,
+                          uint32_t (*mass)[GBM_MAX_BINS + 1], char *err, size_t errlen)
+{
+    struct op_info *op = &c->ops[o];
+    op->supported = 0;
+    for (size_t i = op->start; i < op->start + op->n; i++) {
+        uint8_t ok = 1;
+        for (size_t f = 0; ok && f < c->F; f++)
+            ok = support_mass(c, mass, f, c->bins[f][i]) >= SUPPORT_MIN;
+        c->sup[i] = ok;
+        op->supported += ok;
+    }
     const uint8_t **cols = util_calloc(c->F ? c->F : 1, sizeof *cols);
     double *pred = util_calloc(op->n ? op->n : 1, sizeof *pred);
     int rc = -1;
@@ -565,9 +622,12 @@ out:
 static int fit_and_score(struct ctx *c, const bool *flagged, char *err, size_t errlen)
 {
     bool *ex = util_calloc(c->n_ops, sizeof *ex);
+    uint32_t(*mass)[GBM_MAX_BINS + 1] = util_calloc(c->F ? c->F : 1, sizeof *mass);
     struct gbm_model *m = NULL;
     int rc = -1;
-    if (!ex) {
+    if (!ex || !mass) {
+        free(ex);
+        free(mass);
         util_fmt(err, errlen, "out of memory");
         return -1;
     }
@@ -577,10 +637,10 @@ static int fit_and_score(struct ctx *c, const bool *flagged, char *err, size_t e
     /* The flagged operators share one reference: everyone else. */
     if (any) {
         memcpy(ex, flagged, c->n_ops * sizeof *ex);
-        if (fit_reference(c, ex, &m, err, errlen) != 0)
+        if (fit_reference(c, ex, &m, mass, err, errlen) != 0)
             goto out;
         for (size_t o = 0; o < c->n_ops; o++) {
-            if (flagged[o] && score_operator(c, o, m, err, errlen) != 0)
+            if (flagged[o] && score_operator(c, o, m, mass, err, errlen) != 0)
                 goto out;
         }
         gbm_model_free(m);
@@ -595,7 +655,8 @@ static int fit_and_score(struct ctx *c, const bool *flagged, char *err, size_t e
         }
         memcpy(ex, flagged, c->n_ops * sizeof *ex);
         ex[o] = true;
-        if (fit_reference(c, ex, &m, err, errlen) != 0 || score_operator(c, o, m, err, errlen) != 0)
+        if (fit_reference(c, ex, &m, mass, err, errlen) != 0 ||
+            score_operator(c, o, m, mass, err, errlen) != 0)
             goto out;
         gbm_model_free(m);
         m = NULL;
@@ -604,6 +665,7 @@ static int fit_and_score(struct ctx *c, const bool *flagged, char *err, size_t e
 out:
     gbm_model_free(m);
     free(ex);
+    free(mass);
     return rc;
 }
 
@@ -679,17 +741,33 @@ out:
 
 /* ---- rate tests ---------------------------------------------------------- */
 
-/* Two-sided rate test with the tolerance band; sets *dir and *test. */
-static double rate_test(struct ctx *c, const double *p, size_t stride, size_t n, double O,
-                        int *dir, enum audit_test *test)
+/* What a rate test saw, for the overdispersion step. */
+struct rate_stats {
+    double z0, e_up, v_up, e_low, v_low;
+};
+
+/* Two-sided rate test with the tolerance band; sets *dir and *test, and
+ * *rs when not NULL. */
+static double rate_test(struct ctx *c, const double *p, size_t stride, size_t n, double O, int *dir,
+                        enum audit_test *test, struct rate_stats *rs)
 {
-    double tau = c->p->tolerance, E = 0;
+    double tau = c->p->tolerance, E = 0, V = 0;
     double *s = c->scratch;
+    struct rate_stats st = {0};
     for (size_t i = 0; i < n; i++) {
-        E += p[i * stride];
-        double v = p[i * stride] * tau;
+        double q = p[i * stride];
+        E += q;
+        V += q * (1 - q);
+        double v = q * tau;
         s[i] = v > 1 ? 1 : v;
+        st.e_up += s[i];
+        st.v_up += s[i] * (1 - s[i]);
+        st.e_low += q / tau;
+        st.v_low += q / tau * (1 - q / tau);
     }
+    st.z0 = V > 0 ? (O - E) / sqrt(V) : 0;
+    if (rs)
+        *rs = st;
     enum audit_test t1 = AUDIT_TEST_POISSON_BINOMIAL, t2 = AUDIT_TEST_POISSON_BINOMIAL;
     double up = O > E ? audit_pbinom_tail(s, n, O, true, &t1) : 1.0;
     for (size_t i = 0; i < n; i++)
@@ -754,7 +832,7 @@ static int codes_build(struct ctx *c, size_t o, struct op_codes *oc)
     if (!oc->rows || !oc->code || !oc->level || !oc->thr || !oc->n_thr)
         return -1;
     for (size_t i = op->start; i < op->start + op->n; i++) {
-        if (c->half[i] == 0)
+        if (c->half[i] == 0 && c->sup[i])
             oc->rows[oc->nd++] = i;
     }
     for (size_t f = 0; f < c->F; f++) {
@@ -963,7 +1041,7 @@ static void region_count(const struct ctx *c, size_t o, int k, const struct regi
     memset(s, 0, sizeof *s);
     const struct op_info *op = &c->ops[o];
     for (size_t i = op->start; i < op->start + op->n; i++) {
-        if (half != 2 && c->half[i] != half)
+        if ((half != 2 && c->half[i] != half) || !c->sup[i])
             continue;
         bool in = true;
         for (size_t j = 0; in && j < rd->n; j++)
@@ -993,6 +1071,7 @@ static void finding_base(const struct ctx *c, size_t o, int k, struct audit_find
     f->expected_policy = NAN;
     f->discovery_z = NAN;
     f->ci_lo = f->ci_hi = NAN;
+    f->overdispersion = 1.0;
 }
 
 static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc)
@@ -1004,20 +1083,30 @@ static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc)
             continue;
         /* Whole window. */
         double O = 0, Epol = 0;
+        size_t ns = 0;
         for (size_t i = op->start; i < op->start + op->n; i++) {
+            if (!c->sup[i])
+                continue;
             O += c->label[i] == k;
+            c->gather[ns++] = c->prob[i * c->K + kk];
             if (c->pprob)
                 Epol += c->pprob[i * c->K + kk];
         }
         struct cand g = {.type = T_GLOBAL, .op = o, .cls = k};
         finding_base(c, o, k, &g.f);
-        g.f.n = op->n;
+        g.f.n = ns;
         g.f.observed = O;
-        g.f.p_value = rate_test(c, c->prob + op->start * c->K + kk, c->K, op->n, O, &g.dir,
-                                &g.f.test);
+        struct rate_stats rs;
+        g.f.p_value = rate_test(c, c->gather, 1, ns, O, &g.dir, &g.f.test, &rs);
+        g.z0 = rs.z0;
+        g.obs = O;
+        g.e_up = rs.e_up;
+        g.v_up = rs.v_up;
+        g.e_low = rs.e_low;
+        g.v_low = rs.v_low;
         double E = 0;
-        for (size_t i = op->start; i < op->start + op->n; i++)
-            E += c->prob[i * c->K + kk];
+        for (size_t i = 0; i < ns; i++)
+            E += c->gather[i];
         g.f.expected = E;
         g.f.effect = E > 0 ? O / E : NAN;
         poisson_ratio_ci(O, E, &g.f.ci_lo, &g.f.ci_hi);
@@ -1087,9 +1176,39 @@ static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc)
         } else if (best_dir > 0) {
             double pi = tau * t.e_in / (tau * t.e_in + t.e_out);
             r.f.p_value = audit_binom_tail((uint64_t)tot, pi, (uint64_t)t.o_in, true);
+            r.r_pi = pi;
         } else {
             double pi = t.e_in / (t.e_in + tau * t.e_out);
             r.f.p_value = audit_binom_tail((uint64_t)tot, pi, (uint64_t)t.o_in, false);
+            r.r_pi = pi;
+        }
+        r.r_tot = tot;
+        r.obs = t.o_in;
+        /* Intersection-union: the region must also deviate on its own
+         * (test half, the same direction, beyond the tolerance), so a
+         * region that merely differs from a deviating outside is no
+         * finding about the region. */
+        {
+            size_t m = 0;
+            for (size_t i = op->start; i < op->start + op->n; i++) {
+                if (c->half[i] != 1 || !c->sup[i])
+                    continue;
+                bool in = true;
+                for (size_t j = 0; in && j < best.n; j++)
+                    in = cond_holds(c, &best, j, i);
+                if (!in)
+                    continue;
+                double q = c->prob[i * c->K + kk];
+                q = best_dir > 0 ? q * tau : q / tau;
+                q = q > 1 ? 1 : q;
+                c->gather[m++] = q;
+                r.r_ein += q;
+                r.r_vin += q * (1 - q);
+            }
+            enum audit_test tt;
+            double p_in = audit_pbinom_tail(c->gather, m, t.o_in, best_dir > 0, &tt);
+            if (p_in > r.f.p_value)
+                r.f.p_value = p_in;
         }
         /* The whole window outside the region: does the deviation hold
          * there too (same direction as the whole-window test)? */
@@ -1106,6 +1225,8 @@ static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc)
             if (!tmp)
                 return -1;
             for (size_t i = op->start; i < op->start + op->n; i++) {
+                if (!c->sup[i])
+                    continue;
                 bool in = true;
                 for (size_t j = 0; in && j < best.n; j++)
                     in = cond_holds(c, &best, j, i);
@@ -1114,7 +1235,7 @@ static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc)
                 tmp[m++] = c->prob[i * c->K + kk];
                 Oout += c->label[i] == k;
             }
-            double pv = m ? rate_test(c, tmp, 1, m, Oout, &dout, &tt) : 1.0;
+            double pv = m ? rate_test(c, tmp, 1, m, Oout, &dout, &tt, NULL) : 1.0;
             free(tmp);
             r.p_outside = dout == g.dir ? pv : 1.0;
         }
@@ -1132,7 +1253,7 @@ static int magnitude_tests(struct ctx *c, size_t o, const bool *flagged)
             continue;
         double so = 0, sso = 0, no = 0, sp = 0, ssp = 0, np = 0, slog = 0;
         for (size_t i = 0; i < c->n; i++) {
-            if (c->grp[i] < 0 || c->label[i] != (int32_t)kk || isnan(c->logsize[i]) ||
+            if (c->grp[i] < 0 || !c->sup[i] || c->label[i] != (int32_t)kk || isnan(c->logsize[i]) ||
                 isnan(c->logpred[i]))
                 continue;
             double e = c->logsize[i] - c->logpred[i];
@@ -1167,6 +1288,10 @@ static int magnitude_tests(struct ctx *c, size_t o, const bool *flagged)
         m.f.test = AUDIT_TEST_WELCH_T;
         m.f.n = (size_t)no;
         m.f.p_value = excess > 0 ? audit_t_two_sided(excess / se, df) : 1.0;
+        m.z0 = d / se;
+        m.d = d;
+        m.se = se;
+        m.log_tol = log(c->p->tolerance);
         double tq = t_quantile95(df);
         m.f.effect = exp(d);
         m.f.ci_lo = exp(d - tq * se);
@@ -1188,7 +1313,7 @@ static int agreement_test(struct ctx *c, size_t o)
     size_t n = 0;
     for (size_t i = op->start; i < op->start + op->n; i++) {
         int b = c->pbest[i];
-        if (b < 0)
+        if (b < 0 || !c->sup[i])
             continue;
         A += c->label[i] == b;
         double p = c->prob[i * c->K + (size_t)b];
@@ -1209,9 +1334,126 @@ static int agreement_test(struct ctx *c, size_t o)
     a.f.ci_lo = a.f.effect - half;
     a.f.ci_hi = a.f.effect + half;
     a.f.p_value = A < E ? audit_pbinom_tail(q, n, A, false, &a.f.test) : 1.0;
+    a.z0 = V > 0 ? (A - E) / sqrt(V) : 0;
+    a.obs = A;
+    for (size_t i = 0; i < n; i++) {
+        a.e_low += q[i];
+        a.v_low += q[i] * (1 - q[i]);
+    }
     if (A >= E)
         a.f.test = AUDIT_TEST_POISSON_BINOMIAL;
     return push_cand(c, &a);
+}
+
+static int dbl_cmp2(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Overdispersion.  A reference is a model: where it fits the team's
+ * behaviour less well for the states one operator manages than for
+ * another's, every operator's count scatters around its expectation more
+ * than the binomial variance says, and with enough decisions that scatter
+ * alone would be "significant".  So, for each family of tests (one class's
+ * whole-window rates, one class's sizes, policy agreement), the team's
+ * scatter is measured robustly across the audited operators,
+ *
+ *     phi = max(1, median_o(z_o^2) / 0.4549),
+ *
+ * z_o the plain z score of operator o's test and 0.4549 the median of a
+ * chi-square with one degree of freedom (a median, so one or two biased
+ * operators do not inflate it).  With phi > 1 (and at least
+ * AUDIT_PHI_MIN_OPS operators) the family's tests become z tests with the
+ * variance multiplied by phi, still at the tolerance's edges:
+ *
+ *     rates:     z = max(O - 0.5 - E_up, E_low - O - 0.5) / sqrt(phi V),
+ *                p = min(1, 2 P(Z >= z))
+ *     sizes:     z = (|d| - ln tau) / (se sqrt(phi)),  p = min(1, 2 P(Z >= z))
+ *     agreement: z = (E_low - A - 0.5) / sqrt(phi V_low),  p = P(Z >= z)
+ *
+ * (E_up, V_up: mean and variance of the count with p_r * tau; E_low,
+ * V_low: with p_r / tau.)  A region test of class k uses the class's rate
+ * phi for both of its parts, one-sided in the direction searched:
+ *
+ *     z = min(s (O_in - O pi') - 0.5) / sqrt(phi O pi' (1 - pi')),
+ *             (s (O_in - E'_in) - 0.5) / sqrt(phi V'_in)),   p = P(Z >= z)
+ */
+#define AUDIT_PHI_MIN_OPS 4
+#define CHI2_1_MEDIAN     0.454936423119572
+
+static void apply_overdispersion(struct ctx *c)
+{
+    double *z2 = util_calloc(c->n_ops ? c->n_ops : 1, sizeof *z2);
+    double phi_rate[GBM_MAX_CLASSES];
+    if (!z2)
+        return; /* out of memory: the uninflated tests stand */
+    for (size_t k = 0; k < GBM_MAX_CLASSES; k++)
+        phi_rate[k] = 1.0;
+    for (int type = T_GLOBAL; type <= T_AGREEMENT; type++) {
+        if (type == T_REGION)
+            continue;
+        for (int k = -1; k < (int)c->K; k++) {
+            size_t m = 0;
+            for (size_t i = 0; i < c->n_cands; i++) {
+                const struct cand *x = &c->cands[i];
+                if ((int)x->type == type && x->cls == k && isfinite(x->z0))
+                    z2[m++] = x->z0 * x->z0;
+            }
+            if (m < AUDIT_PHI_MIN_OPS)
+                continue;
+            qsort(z2, m, sizeof *z2, dbl_cmp2);
+            double med = m % 2 ? z2[m / 2] : 0.5 * (z2[m / 2 - 1] + z2[m / 2]);
+            double phi = med / CHI2_1_MEDIAN;
+            if (!(phi > 1))
+                continue;
+            if (type == T_GLOBAL && k >= 0)
+                phi_rate[k] = phi;
+            for (size_t i = 0; i < c->n_cands; i++) {
+                struct cand *x = &c->cands[i];
+                if ((int)x->type != type || x->cls != k)
+                    continue;
+                double p = 1.0;
+                if (type == T_GLOBAL) {
+                    double zu = x->v_up > 0 ? (x->obs - 0.5 - x->e_up) / sqrt(phi * x->v_up) : 0;
+                    double zl = x->v_low > 0 ? (x->e_low - x->obs - 0.5) / sqrt(phi * x->v_low) : 0;
+                    double z = zu > zl ? zu : zl;
+                    p = z > 0 ? 2 * audit_norm_upper(z) : 1.0;
+                } else if (type == T_MAGNITUDE) {
+                    double z = (fabs(x->d) - x->log_tol) / (x->se * sqrt(phi));
+                    p = z > 0 ? 2 * audit_norm_upper(z) : 1.0;
+                } else {
+                    double z = x->v_low > 0 ? (x->e_low - x->obs - 0.5) / sqrt(phi * x->v_low) : 0;
+                    p = z > 0 ? audit_norm_upper(z) : 1.0;
+                }
+                x->f.p_value = p > 1 ? 1 : p;
+                x->f.test = AUDIT_TEST_NORMAL_OVERDISPERSED;
+                x->f.overdispersion = phi;
+                if (type == T_MAGNITUDE) {
+                    double h = Z95 * x->se * sqrt(phi);
+                    x->f.ci_lo = exp(x->d - h);
+                    x->f.ci_hi = exp(x->d + h);
+                }
+            }
+        }
+    }
+    /* Regions: the class's rate overdispersion inflates both halves of the
+     * intersection-union test (z tests in the direction searched). */
+    for (size_t i = 0; i < c->n_cands; i++) {
+        struct cand *x = &c->cands[i];
+        if (x->type != T_REGION || x->cls < 0 || !(phi_rate[x->cls] > 1) || x->r_tot < 1)
+            continue;
+        double phi = phi_rate[x->cls], sgn = x->dir > 0 ? 1 : -1;
+        double v1 = phi * x->r_tot * x->r_pi * (1 - x->r_pi), v2 = phi * x->r_vin;
+        double z1 = v1 > 0 ? (sgn * (x->obs - x->r_tot * x->r_pi) - 0.5) / sqrt(v1) : 0;
+        double z2v = v2 > 0 ? (sgn * (x->obs - x->r_ein) - 0.5) / sqrt(v2) : 0;
+        double z = z1 < z2v ? z1 : z2v;
+        x->f.p_value = z > 0 ? audit_norm_upper(z) : 1.0;
+        x->f.test = AUDIT_TEST_NORMAL_OVERDISPERSED;
+        x->f.overdispersion = phi;
+    }
+    free(z2);
 }
 
 static int run_pass(struct ctx *c, const bool *flagged, char *err, size_t errlen)
@@ -1220,7 +1462,7 @@ static int run_pass(struct ctx *c, const bool *flagged, char *err, size_t errlen
     if (fit_and_score(c, flagged, err, errlen) != 0)
         return -1;
     for (size_t o = 0; o < c->n_ops; o++) {
-        if (!c->ops[o].audited)
+        if (!c->ops[o].audited || (int64_t)c->ops[o].supported < c->p->min_support)
             continue;
         struct op_codes oc;
         int rc = codes_build(c, o, &oc);
@@ -1245,6 +1487,12 @@ static int run_pass(struct ctx *c, const bool *flagged, char *err, size_t errlen
         p[i] = c->cands[i].f.p_value;
     audit_bh(p, c->n_cands, p);
     for (size_t i = 0; i < c->n_cands; i++)
+        c->cands[i].q_raw = p[i];
+    apply_overdispersion(c);
+    for (size_t i = 0; i < c->n_cands; i++)
+        p[i] = c->cands[i].f.p_value;
+    audit_bh(p, c->n_cands, p);
+    for (size_t i = 0; i < c->n_cands; i++)
         c->cands[i].f.q_value = p[i];
     free(p);
     return 0;
@@ -1255,13 +1503,21 @@ static bool significant(const struct ctx *c, const struct cand *x)
     return x->f.q_value <= c->p->fdr_q && x->f.n >= (size_t)c->p->min_support;
 }
 
-/* Operators with a significant rate or magnitude test. */
+/*
+ * Operators to leave out of the next pass's references: those with a rate
+ * or magnitude test significant before the overdispersion step.  (The
+ * team's scatter is itself inflated while a biased operator is still in
+ * the references, so the step would hide the very operators to remove;
+ * leaving an unbiased operator out of a reference costs data, not
+ * validity.)
+ */
 static void flag(const struct ctx *c, bool *flagged)
 {
     memset(flagged, 0, c->n_ops * sizeof *flagged);
     for (size_t i = 0; i < c->n_cands; i++) {
         const struct cand *x = &c->cands[i];
-        if (x->type != T_AGREEMENT && significant(c, x))
+        if (x->type != T_AGREEMENT && x->q_raw <= c->p->fdr_q &&
+            x->f.n >= (size_t)c->p->min_support)
             flagged[x->op] = true;
     }
 }
@@ -1320,7 +1576,7 @@ static void fmt_count(double v, char *out, size_t len)
 static void summarize(const struct ctx *c, struct audit_finding *f)
 {
     char region[2 * (2 * AUDIT_NAME_MAX + 48)], where[sizeof region + 8] = "", q[32], ob[32],
-        ex[32], act[160];
+                                                                      ex[32], act[160];
     audit_region_text(&f->region, region, sizeof region);
     if (region[0])
         util_fmt(where, sizeof where, " when %s", region);
@@ -1441,7 +1697,8 @@ static int fill_operators(struct ctx *c, const bool *flagged, struct audit_resul
         struct audit_operator *ao = &res->operators[o];
         util_fmt(ao->operator_id, sizeof ao->operator_id, "%s", op->name);
         ao->decisions = op->n;
-        ao->audited = op->audited;
+        ao->audited = op->audited && (int64_t)op->supported >= c->p->min_support;
+        ao->outside_support = op->n - op->supported;
         ao->in_reference = !flagged[o];
         ao->policy_agreement = NAN;
         ao->acceptance_rate = NAN;
@@ -1456,6 +1713,8 @@ static int fill_operators(struct ctx *c, const bool *flagged, struct audit_resul
         for (size_t i = op->start; i < op->start + op->n; i++) {
             int y = c->label[i];
             ao->actions += y != c->hold;
+            if (!c->sup[i])
+                continue;
             for (size_t k = 0; k < c->K; k++) {
                 double p = c->prob[i * c->K + k];
                 ao->cells[k].expected += p;
@@ -1514,6 +1773,8 @@ static void ctx_deinit(struct ctx *c)
     free(c->pprob);
     free(c->pbest);
     free(c->scratch);
+    free(c->gather);
+    free(c->sup);
     free(c->sized);
     free(c->cands);
 }

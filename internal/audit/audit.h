@@ -36,16 +36,16 @@
 #define AUDIT_WUR __attribute__((warn_unused_result))
 
 #define AUDIT_MAX_PASSES   3
-#define AUDIT_MAX_CONDS    2  /* conditions of a region */
+#define AUDIT_MAX_CONDS    2   /* conditions of a region */
 #define AUDIT_NAME_MAX     129 /* operator ids, feature names, levels: 128 bytes + NUL */
 #define AUDIT_SUMMARY_MAX  512
 #define AUDIT_MAX_DISAGREE 3 /* main disagreements kept per operator */
 
 enum audit_kind {
-    AUDIT_OVER_ACTING = 0,    /* takes the action more often than the reference */
-    AUDIT_UNDER_ACTING,       /* less often */
-    AUDIT_BLIND_SPOT,         /* (almost) never, where peers act on a material count */
-    AUDIT_MAGNITUDE,          /* sizes of bid/budget changes differ from the peers' */
+    AUDIT_OVER_ACTING = 0,     /* takes the action more often than the reference */
+    AUDIT_UNDER_ACTING,        /* less often */
+    AUDIT_BLIND_SPOT,          /* (almost) never, where peers act on a material count */
+    AUDIT_MAGNITUDE,           /* sizes of bid/budget changes differ from the peers' */
     AUDIT_POLICY_DISAGREEMENT, /* the champion agrees with the operator less than with the team */
     AUDIT_KIND_COUNT,
 };
@@ -96,6 +96,7 @@ enum audit_test {
     AUDIT_TEST_CONDITIONAL_BINOMIAL, /* inside vs outside a region, given the total */
     AUDIT_TEST_WELCH_T,              /* log size ratios, operator against peers */
     AUDIT_TEST_TWO_PROPORTION,       /* agreement rates, operator against team */
+    AUDIT_TEST_NORMAL_OVERDISPERSED, /* z test with the team's overdispersion (see audit.c) */
     AUDIT_TEST_COUNT,
 };
 const char *audit_test_name(enum audit_test t);
@@ -136,6 +137,8 @@ struct audit_finding {
     double expected_policy;
     /* Discovery half of a region finding: its z score there (NaN otherwise). */
     double discovery_z;
+    /* The variance inflation applied to the test (1 = none; see audit.c). */
+    double overdispersion;
 };
 
 /* Per operator and class, over the whole window (no region). */
@@ -147,8 +150,8 @@ struct audit_cell {
 };
 
 struct audit_disagreement {
-    int did;     /* class the operator took */
-    int policy;  /* class the champion would take */
+    int did;    /* class the operator took */
+    int policy; /* class the champion would take */
     size_t n;
 };
 
@@ -156,7 +159,10 @@ struct audit_operator {
     char operator_id[AUDIT_NAME_MAX];
     size_t decisions; /* rows of the operator in the window */
     size_t actions;   /* of which not hold */
-    bool audited;     /* decisions >= min_support */
+    bool audited;     /* asked for, with min_support decisions inside the support */
+    /* Decisions in states outside the reference's support (feature values
+     * the rest of the team never showed): left out of every test. */
+    size_t outside_support;
     bool in_reference; /* its decisions are in the other operators' final references */
     /* cells[k] for class k of the result's class list */
     struct audit_cell *cells;
@@ -181,12 +187,12 @@ struct audit_params {
     /* blind_spot: observed / expected at most this, with expected >= blind_spot_min_expected */
     double blind_spot_ratio;
     double blind_spot_min_expected;
-    unsigned rounds;         /* boosting rounds of each reference model */
+    unsigned rounds; /* boosting rounds of each reference model */
     double learning_rate;
     unsigned max_bins;
-    size_t reference_rows;   /* the training rows of a reference are sampled down to this */
+    size_t reference_rows; /* the training rows of a reference are sampled down to this */
     unsigned threads;
-    uint64_t seed;           /* the half split and the reference sample */
+    uint64_t seed; /* the half split and the reference sample */
     /* Audit only these operators (borrowed; NULL = every operator).  The
      * others' decisions still make the references. */
     const char *const *only;
@@ -205,9 +211,9 @@ void audit_params_default(struct audit_params *p);
 struct audit_result {
     struct audit_params params;
     size_t n_classes;
-    char **classes; /* [n_classes] class names, as in the dataset */
-    int hold_class; /* index of "hold", -1 when the dataset has none */
-    size_t rows;    /* decisions audited (rows with an operator) */
+    char **classes;         /* [n_classes] class names, as in the dataset */
+    int hold_class;         /* index of "hold", -1 when the dataset has none */
+    size_t rows;            /* decisions audited (rows with an operator) */
     int64_t from_us, to_us; /* the decisions' time span; INT64_MIN when unknown */
     size_t n_operators;
     struct audit_operator *operators;
@@ -226,7 +232,8 @@ struct audit_result {
  * *out (caller frees with audit_result_free), or -1 with a one-line reason:
  * no decisions, fewer than two operators with decisions, no operator with
  * min_support decisions, an operator of p->only without decisions, a
- * dataset without the "hold" class, bad parameters, out of memory.  ds is borrowed and not modified.
+ * dataset without the "hold" class, bad parameters, out of memory.  ds is borrowed and not
+ * modified.
  */
 int audit_run(const struct ds *ds, const struct gbm_model *policy, const struct audit_params *p,
               struct audit_result **out, char *err, size_t errlen) AUDIT_WUR;

@@ -14,7 +14,8 @@ static const char *const kind_names[AUDIT_KIND_COUNT] = {
 };
 static const char *const severity_names[AUDIT_SEVERITY_COUNT] = {"info", "low", "medium", "high"};
 static const char *const test_names[AUDIT_TEST_COUNT] = {
-    "poisson_binomial", "normal_skew", "conditional_binomial", "welch_t", "two_proportion",
+    "poisson_binomial", "normal_skew",    "conditional_binomial",
+    "welch_t",          "two_proportion", "normal_overdispersed",
 };
 
 const char *audit_kind_name(enum audit_kind k)

@@ -221,8 +221,9 @@ int audit_job_run(const struct audit_job *j, struct audit_job_outcome *out, char
     if (store_try_advisory_lock(j->store, STORE_AUDIT_RUN_LOCK_KEY, &got, err, errlen) != 0)
         goto out;
     if (!got) {
-        util_fmt(err, errlen, "another audit is running (it holds the audit run lock); try again "
-                              "when it has finished");
+        util_fmt(err, errlen,
+                 "another audit is running (it holds the audit run lock); try again "
+                 "when it has finished");
         goto out;
     }
     locked = true;
@@ -293,7 +294,7 @@ struct auditor {
         int64_t every_ms, lookback_ms;
         struct audit_job job; /* without store; features point into feats */
         char *report_dir;
-    } conf; /* under mu */
+    } conf;                           /* under mu */
     struct event_feature_spec *feats; /* deep copy (features are not reloadable) */
     size_t n_feats;
     char *dsn, *password_file;
@@ -389,8 +390,8 @@ static int audit_once(struct auditor *a, struct store *st, const char *why)
     }
     log_info("audit: run %lld finished in %.1f s: %zu decisions of %zu operators, %zu "
              "finding(s) (%zu high, %zu medium, %zu low), policy version %d",
-             (long long)out.run_id, secs, r->rows, r->n_operators, r->n_findings, high, medium,
-             low, out.policy_version);
+             (long long)out.run_id, secs, r->rows, r->n_operators, r->n_findings, high, medium, low,
+             out.policy_version);
     atomic_fetch_add(&a->runs_finished, 1);
     atomic_store(&a->last_seconds, secs);
     atomic_store(&a->last_findings, (double)r->n_findings);
@@ -584,9 +585,9 @@ int auditor_render_metrics(struct util_buf *b, void *ud)
     rc |= metrics_write_sample(b, "understudy_audit_runs_total",
                                (double)atomic_load(&a->runs_finished), "result", "finished",
                                METRICS_END);
-    rc |= metrics_write_sample(b, "understudy_audit_runs_total",
-                               (double)atomic_load(&a->runs_failed), "result", "failed",
-                               METRICS_END);
+    rc |=
+        metrics_write_sample(b, "understudy_audit_runs_total", (double)atomic_load(&a->runs_failed),
+                             "result", "failed", METRICS_END);
     rc |= metrics_write_scalar(b, "understudy_audit_last_seconds", "gauge",
                                "Duration of this instance's last finished audit.",
                                atomic_load(&a->last_seconds));

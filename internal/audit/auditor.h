@@ -58,10 +58,10 @@ struct audit_job {
 void audit_job_from_cfg(struct audit_job *j, const struct cfg *cfg);
 
 struct audit_job_outcome {
-    int64_t run_id;             /* audit_runs.id; 0 when none was recorded */
-    int policy_version;         /* 0 = no champion */
+    int64_t run_id;              /* audit_runs.id; 0 when none was recorded */
+    int policy_version;          /* 0 = no champion */
     struct audit_result *result; /* caller frees with audit_result_free */
-    double load_seconds;        /* reading the decisions */
+    double load_seconds;         /* reading the decisions */
 };
 
 #define AUDIT_JOB_EMPTY 1 /* no decisions in the window: nothing recorded */

@@ -191,8 +191,8 @@ bool report_is_rate_kind(enum audit_kind k)
 
 #define REGION_TEXT_MAX (AUDIT_MAX_CONDS * (2 * AUDIT_NAME_MAX + 48))
 
-char *report_finding_meaning(const struct audit_result *r, const struct audit_finding *f,
-                             char *dst, size_t size)
+char *report_finding_meaning(const struct audit_result *r, const struct audit_finding *f, char *dst,
+                             size_t size)
 {
     char region[REGION_TEXT_MAX], when[REGION_TEXT_MAX + 16];
     const char *cls = report_class_name(r, f->action);
@@ -317,8 +317,7 @@ size_t report_finding_rows(const struct audit_result *r, const struct audit_find
             row(rows, &n, max, "Inside the region: took / expected", "%s / %s (ratio %s)",
                 report_fmt_count(f->inside_observed, a, sizeof a),
                 report_fmt_count(f->inside_expected, b, sizeof b),
-                report_fmt_ratio(ratio_of(f->inside_observed, f->inside_expected), iv,
-                                 sizeof iv));
+                report_fmt_ratio(ratio_of(f->inside_observed, f->inside_expected), iv, sizeof iv));
             row(rows, &n, max, "Everywhere else: took / expected", "%s / %s (ratio %s)",
                 report_fmt_count(f->outside_observed, a, sizeof a),
                 report_fmt_count(f->outside_expected, b, sizeof b),
@@ -654,8 +653,8 @@ static int write_all(int fd, const char *data, size_t len)
 }
 
 /* Writes data to dir/name through a temporary file in dir. */
-static int write_atomic(const char *dir, const char *name, const char *data, size_t len,
-                        char *err, size_t errlen)
+static int write_atomic(const char *dir, const char *name, const char *data, size_t len, char *err,
+                        size_t errlen)
 {
     char *path = NULL, *tmp = NULL;
     int fd = -1, rc = -1;

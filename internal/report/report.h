@@ -35,10 +35,10 @@
 /* What the audit result does not know about itself.  Every pointer is
  * borrowed for the duration of the call. */
 struct report_meta {
-    const char *source;   /* "database" or "csv" */
-    const char *csv_path; /* the CSV file, or NULL */
-    int64_t run_id;       /* audit_runs.id; 0 = none (CSV) */
-    int policy_version;   /* champion compared with; 0 = none */
+    const char *source;                   /* "database" or "csv" */
+    const char *csv_path;                 /* the CSV file, or NULL */
+    int64_t run_id;                       /* audit_runs.id; 0 = none (CSV) */
+    int policy_version;                   /* champion compared with; 0 = none */
     int64_t window_from_us, window_to_us; /* requested window; INT64_MIN = open */
     int64_t generated_us;                 /* wall clock of the report */
     const char *const *features;          /* feature names audited */
@@ -139,8 +139,8 @@ bool report_is_rate_kind(enum audit_kind k);
 
 /* One plain sentence on what a finding means, for a reader who knows no
  * statistics, into dst.  Returns dst. */
-char *report_finding_meaning(const struct audit_result *r, const struct audit_finding *f,
-                             char *dst, size_t size);
+char *report_finding_meaning(const struct audit_result *r, const struct audit_finding *f, char *dst,
+                             size_t size);
 
 /* A labelled number of a finding's table (text, not escaped). */
 struct report_row {
@@ -181,7 +181,7 @@ char *report_method_text(const struct audit_result *r, const struct report_meta 
  * expected, the count below which (*lo) and above which (*hi) it falls with
  * probability P(Z >= z) each, Z standard normal (z 1.96: 95 % limits, 3.09:
  * 99.8 %).  Exact Poisson quantiles interpolated between whole counts
- * (so the limits move smoothly with expected) up to expected 1000, the
+ * (so the limits move smoothly with expected) up to expected 700, the
  * Cornish-Fisher approximation E + z sqrt(E) + (z^2 - 1) / 6 above.  *lo is
  * at least 0.  expected <= 0 or not finite gives 0 and 0.
  */

@@ -6,9 +6,10 @@
  * is escaped (& < > " ').
  *
  * The page: a header (source, windows, policy, counts), the operators'
- * table, one card per finding (its summary, a sentence saying what it
- * means, its numbers and one chart), one funnel plot per action class with
- * a rate finding, and the method with the parameters.
+ * table, one funnel plot per action class with a rate finding (the
+ * overview: where every operator stands), one card per finding (its
+ * summary, a sentence saying what it means, its numbers and one chart),
+ * and the method with the parameters.
  *
  * Charts, one <svg> each:
  *  - rate findings (over/under acting, blind spot): the observed count
@@ -90,6 +91,13 @@ static const char *sev_color(enum audit_severity sev)
     return "#8a8f98";
 }
 
+/* The operator's colour in charts: its severity's, but blue for info, whose
+ * grey would read as the peers'. */
+static const char *chart_color(enum audit_severity sev)
+{
+    return sev == AUDIT_SEVERITY_INFO ? "#4a6fa5" : sev_color(sev);
+}
+
 static void badge(struct report_sink *s, enum audit_severity sev, size_t n)
 {
     report_sink_printf(s, "<span class=\"b %s\" title=\"%s\">%zu</span>",
@@ -144,9 +152,11 @@ static const char css[] =
     "table.nums{margin-top:8px;font-size:13px}"
     "table.nums td{padding:3px 8px}"
     "figure{margin:0}"
-    "figure.chart{flex:0 0 520px}"
+    "figure.chart{flex:0 0 560px}"
     "figcaption{color:#5b6270;font-size:12px;margin-top:4px}"
-    "figure.funnel{margin:16px 0 24px;break-inside:avoid;page-break-inside:avoid}"
+    ".funnels{display:grid;grid-template-columns:repeat(auto-fill,minmax(530px,1fr));"
+    "gap:8px 24px;margin-top:12px}"
+    "figure.funnel{margin:0 0 12px;break-inside:avoid;page-break-inside:avoid}"
     "svg{display:block;font:12px \"DejaVu Sans\",\"Liberation Sans\",Arial,sans-serif}"
     "table.params td:first-child{white-space:nowrap}"
     "footer{margin-top:36px;color:#7a8190;font-size:12px}"
@@ -155,8 +165,7 @@ static const char css[] =
 
 /* ---- header and tables ---------------------------------------------------- */
 
-static void header(struct report_sink *s, const struct audit_result *r,
-                   const struct report_meta *m)
+static void header(struct report_sink *s, const struct audit_result *r, const struct report_meta *m)
 {
     char a[REPORT_NUM_MAX], b[REPORT_NUM_MAX], d[REPORT_NUM_MAX];
     size_t audited = 0;
@@ -218,11 +227,12 @@ static void header(struct report_sink *s, const struct audit_result *r,
 static void operators(struct report_sink *s, const struct audit_result *r)
 {
     char a[REPORT_NUM_MAX];
-    report_sink_puts(s, "<section>\n<h2>Operators</h2>\n<table class=\"ops\">\n<thead><tr>"
-                        "<th>Operator</th><th class=\"n\">Decisions</th><th class=\"n\">Actions</th>"
-                        "<th>Audited</th><th>Findings (high, medium, low)</th>"
-                        "<th class=\"n\">Policy agreement</th><th class=\"n\">Acceptance</th>"
-                        "</tr></thead>\n<tbody>\n");
+    report_sink_puts(s,
+                     "<section>\n<h2>Operators</h2>\n<table class=\"ops\">\n<thead><tr>"
+                     "<th>Operator</th><th class=\"n\">Decisions</th><th class=\"n\">Actions</th>"
+                     "<th>Audited</th><th>Findings (high, medium, low)</th>"
+                     "<th class=\"n\">Policy agreement</th><th class=\"n\">Acceptance</th>"
+                     "</tr></thead>\n<tbody>\n");
     for (size_t i = 0; i < r->n_operators; i++) {
         const struct audit_operator *op = &r->operators[i];
         report_sink_puts(s, "<tr><td><code>");
@@ -258,10 +268,11 @@ static void operators(struct report_sink *s, const struct audit_result *r)
 
 /* ---- chart primitives ---------------------------------------------------- */
 
-#define CHART_W  520
+#define CHART_W  560
 #define LABEL_X  144 /* right edge of the row labels */
 #define PLOT_X0  152
-#define PLOT_X1  392
+#define PLOT_X1  410
+#define VALUE_X  420 /* left edge of the value column of ratio rows */
 #define ROW_H    22
 #define BAR_H    14
 #define TITLE_H  20
@@ -325,8 +336,7 @@ static void block_title(struct report_sink *s, double y, const char *t)
 /* Ticks 1, 2, 5 per decade of a log axis, from y_top down to the axis at y. */
 static void log_ticks(struct report_sink *s, const struct logaxis *ax, double y_top, double y)
 {
-    report_sink_printf(s,
-                       "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>",
+    report_sink_printf(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>",
                        ax->x0, y, ax->x1, y, C_AXIS);
     static const double mant[] = {1, 2, 5};
     int d0 = (int)floor(log10(ax->lo)), d1 = (int)ceil(log10(ax->hi));
@@ -341,8 +351,8 @@ static void log_ticks(struct report_sink *s, const struct logaxis *ax, double y_
                 s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>", x,
                 y_top, x, y, C_GRID);
             report_sink_printf(
-                s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>", x, y,
-                x, y + 4, C_AXIS);
+                s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>", x, y, x,
+                y + 4, C_AXIS);
             util_fmt(lab, sizeof lab, "%g", v);
             text_at(s, x, y + 16, "middle", "fill=\"#4b5563\" font-size=\"11\"", lab);
         }
@@ -380,8 +390,7 @@ static double bars(struct report_sink *s, double y, const struct bar *b, size_t 
 {
     if (!(vmax > 0))
         vmax = 1;
-    report_sink_printf(s,
-                       "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\"/>",
+    report_sink_printf(s, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\"/>",
                        PLOT_X0, y + 2, PLOT_X0, y + n * ROW_H, C_AXIS);
     for (size_t i = 0; i < n; i++, y += ROW_H) {
         double x = lin_x(b[i].value, vmax), end = x;
@@ -406,21 +415,20 @@ static double bars(struct report_sink *s, double y, const struct bar *b, size_t 
 static void ratio_point(struct report_sink *s, const struct logaxis *ax, double y, double v,
                         double lo, double hi, const char *color, const char *label)
 {
-    double yc = y + 4 + BAR_H / 2.0, x = log_x(ax, v), end = x;
+    double yc = y + 4 + BAR_H / 2.0, x = log_x(ax, v);
     if (isfinite(lo) && isfinite(hi)) {
         double xl = log_x(ax, lo), xh = log_x(ax, hi);
         report_sink_printf(s,
                            "<path d=\"M%.1f %.1fH%.1fM%.1f %.1fV%.1fM%.1f %.1fV%.1f\" "
                            "stroke=\"#1f2430\" stroke-width=\"2\" fill=\"none\"/>",
                            xl, yc, xh, xl, yc - 6, yc + 6, xh, yc - 6, yc + 6);
-        end = fmax(end, xh);
     }
     if (isfinite(v))
         report_sink_printf(s,
                            "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"6\" fill=\"%s\" stroke=\"#fff\" "
                            "stroke-width=\"1.5\"/>",
                            x, yc, color);
-    text_at(s, end + 8, y + 15, "start", "fill=\"#1f2430\"", label);
+    text_at(s, VALUE_X, y + 15, "start", "fill=\"#1f2430\"", label);
 }
 
 static void ratio_bar(struct report_sink *s, const struct logaxis *ax, double y, double v,
@@ -429,7 +437,7 @@ static void ratio_bar(struct report_sink *s, const struct logaxis *ax, double y,
     double x1 = log_x(ax, 1), x = isfinite(v) ? log_x(ax, v) : x1;
     report_sink_printf(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%d\" fill=\"%s\"/>",
                        fmin(x, x1), y + 4, fabs(x - x1), BAR_H, color);
-    text_at(s, fmax(x, x1) + 6, y + 15, "start", "fill=\"#1f2430\"", label);
+    text_at(s, VALUE_X, y + 15, "start", "fill=\"#1f2430\"", label);
 }
 
 static void svg_open(struct report_sink *s, int w, double h, const char *label)
@@ -462,7 +470,7 @@ static void interval_text(char *dst, size_t size, double v, double lo, double hi
 static void rate_chart(struct report_sink *s, const struct audit_result *r,
                        const struct audit_finding *f)
 {
-    const char *color = sev_color(f->severity);
+    const char *color = chart_color(f->severity);
     bool region = f->region.n_conds > 0;
     double tol = r->params.tolerance;
     double in = region ? ratio_of(f->inside_observed, f->inside_expected) : NAN;
@@ -475,8 +483,7 @@ static void rate_chart(struct report_sink *s, const struct audit_result *r,
     report_fmt_count(f->observed, b[nb++].text, sizeof b[0].text);
     b[nb] = (struct bar){"Peers, same states", f->expected, NAN, NAN, C_PEERS, ""};
     report_fmt_count(f->expected, b[nb].text, sizeof b[0].text);
-    util_fmt(b[nb].text + strlen(b[nb].text), sizeof b[0].text - strlen(b[nb].text),
-             " expected");
+    util_fmt(b[nb].text + strlen(b[nb].text), sizeof b[0].text - strlen(b[nb].text), " expected");
     nb++;
     if (isfinite(f->expected_policy)) {
         b[nb] = (struct bar){"Policy, same states", f->expected_policy, NAN, NAN, C_POLICY, ""};
@@ -532,7 +539,7 @@ static void rate_chart(struct report_sink *s, const struct audit_result *r,
 static void magnitude_chart(struct report_sink *s, const struct audit_result *r,
                             const struct audit_finding *f)
 {
-    const char *color = sev_color(f->severity);
+    const char *color = chart_color(f->severity);
     struct bar b[2];
     char title[2 * AUDIT_NAME_MAX + 64], lab[2 * REPORT_NUM_MAX];
 
@@ -544,8 +551,8 @@ static void magnitude_chart(struct report_sink *s, const struct audit_result *r,
         else
             util_fmt(b[i].text, sizeof b[i].text, "n/a");
     }
-    double vmax = fmax(isfinite(f->observed) ? f->observed : 0,
-                       isfinite(f->expected) ? f->expected : 0);
+    double vmax =
+        fmax(isfinite(f->observed) ? f->observed : 0, isfinite(f->expected) ? f->expected : 0);
     double vals[] = {f->effect, f->ci_lo, f->ci_hi};
     struct logaxis ax;
     ratio_axis(&ax, vals, 3);
@@ -573,7 +580,7 @@ static void policy_chart(struct report_sink *s, const struct audit_finding *f)
 {
     struct bar b[2];
     char a[REPORT_NUM_MAX];
-    b[0] = (struct bar){"This operator", f->observed, NAN, NAN, sev_color(f->severity), ""};
+    b[0] = (struct bar){"This operator", f->observed, NAN, NAN, chart_color(f->severity), ""};
     if (isfinite(f->expected) && isfinite(f->ci_lo) && isfinite(f->ci_hi)) {
         b[0].lo = f->expected + f->ci_lo;
         b[0].hi = f->expected + f->ci_hi;
@@ -587,14 +594,13 @@ static void policy_chart(struct report_sink *s, const struct audit_finding *f)
     svg_open(s, CHART_W, h, title);
     block_title(s, 0, title);
     double y = TITLE_H, y_axis = y + 2 * ROW_H + 4;
-    report_sink_printf(s,
-                       "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\"/>",
+    report_sink_printf(s, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\"/>",
                        PLOT_X0, y_axis, PLOT_X1, y_axis, C_AXIS);
     for (int t = 0; t <= 100; t += 25) {
         double x = lin_x(t / 100.0, 1);
-        report_sink_printf(
-            s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>", x, y, x,
-            y_axis, C_GRID);
+        report_sink_printf(s,
+                           "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>",
+                           x, y, x, y_axis, C_GRID);
         text_at(s, x, y_axis + 16, "middle", "fill=\"#4b5563\" font-size=\"11\"",
                 util_fmt(a, sizeof a, "%d%%", t));
     }
@@ -652,12 +658,11 @@ static void finding_card(struct report_sink *s, const struct audit_result *r,
         rate_chart(s, r, f);
         report_sink_printf(
             s,
-            "<figcaption>The point is the ratio of what the operator did to what the peers "
-            "would have done; the bar, its 95%% interval. The line marks no difference; the "
+            "<figcaption>The dot is the ratio of what the operator did to what the peers "
+            "would have done; the whisker, its 95%% interval. The line marks no difference; the "
             "shaded band (%s to %s) is the tolerance, within which nothing is reported.%s"
             "</figcaption></figure>\n",
-            report_fmt_ratio(r->params.tolerance > 0 ? 1 / r->params.tolerance : NAN, a,
-                             sizeof a),
+            report_fmt_ratio(r->params.tolerance > 0 ? 1 / r->params.tolerance : NAN, a, sizeof a),
             report_fmt_ratio(r->params.tolerance, b, sizeof b),
             f->region.n_conds ? " The two bars compare the region with everywhere else, on "
                                 "the same half of the data."
@@ -665,32 +670,35 @@ static void finding_card(struct report_sink *s, const struct audit_result *r,
     } else if (f->kind == AUDIT_MAGNITUDE) {
         report_sink_puts(s, "<figure class=\"chart\">");
         magnitude_chart(s, r, f);
-        report_sink_puts(s, "<figcaption>Typical size: the geometric mean of the size of the "
-                            "changes, in percent. The line marks sizes like the peers'.</figcaption>"
-                            "</figure>\n");
+        report_sink_puts(s,
+                         "<figcaption>Typical size: the geometric mean of the size of the "
+                         "changes, in percent. The line marks sizes like the peers'.</figcaption>"
+                         "</figure>\n");
     } else if (f->kind == AUDIT_POLICY_DISAGREEMENT) {
         report_sink_puts(s, "<figure class=\"chart\">");
         policy_chart(s, f);
-        report_sink_puts(s, "<figcaption>The whisker on the operator's bar is the 95% interval "
-                            "of the difference from the team.</figcaption></figure>\n");
+        if (isfinite(f->ci_lo) && isfinite(f->ci_hi))
+            report_sink_puts(s, "<figcaption>The whisker on the operator's bar is the 95% "
+                                "interval of the difference from the team, placed on the "
+                                "team's share.</figcaption>");
+        report_sink_puts(s, "</figure>\n");
     }
     report_sink_puts(s, "</article>\n");
 }
 
 /* ---- funnel plots ------------------------------------------------------- */
 
-#define FUNNEL_W 1080
-#define FUNNEL_H 400
-#define F_LEFT   64
-#define F_RIGHT  24
+#define FUNNEL_W 530
+#define FUNNEL_H 330
+#define F_LEFT   56
+#define F_RIGHT  16
 #define F_TOP    14
 #define F_BOTTOM 52
 #define Z_95     1.959963985
 #define Z_998    3.090232306
 
 /* The most severe rate finding about (operator, class); NULL if none. */
-static const struct audit_finding *rate_finding(const struct audit_result *r, const char *op,
-                                                int k)
+static const struct audit_finding *rate_finding(const struct audit_result *r, const char *op, int k)
 {
     const struct audit_finding *best = NULL;
     for (size_t i = 0; i < r->n_findings; i++) {
@@ -733,7 +741,7 @@ static void funnel(struct report_sink *s, const struct audit_result *r, int k)
 {
     const char *cls = report_class_name(r, k);
     double emin = INFINITY, emax = 0, rmax = 0;
-    size_t npts = 0;
+    size_t npts = 0, flagged = 0;
     char a[REPORT_NUM_MAX];
 
     for (size_t i = 0; i < r->n_operators; i++) {
@@ -747,6 +755,7 @@ static void funnel(struct report_sink *s, const struct audit_result *r, int k)
         emax = fmax(emax, e);
         rmax = fmax(rmax, o / e);
         npts++;
+        flagged += rate_finding(r, op->operator_id, k) != NULL;
     }
     if (npts == 0) {
         emin = 1;
@@ -768,7 +777,9 @@ static void funnel(struct report_sink *s, const struct audit_result *r, int k)
 
     char label[AUDIT_NAME_MAX + 32];
     util_fmt(label, sizeof label, "Funnel plot of %s", cls);
-    report_sink_puts(s, "<figure class=\"funnel\">");
+    report_sink_puts(s, "<figure class=\"funnel\"><h3>");
+    esc(s, cls);
+    report_sink_puts(s, "</h3>");
     svg_open(s, FUNNEL_W, FUNNEL_H, label);
     report_sink_printf(s,
                        "<defs><clipPath id=\"funnel-clip-%d\"><rect x=\"%.1f\" y=\"%.1f\" "
@@ -778,15 +789,15 @@ static void funnel(struct report_sink *s, const struct audit_result *r, int k)
     /* grid and y axis */
     double step = ax.ymax <= 3 ? 0.5 : 1;
     for (double v = 0; v <= ax.ymax + 1e-9; v += step) {
-        report_sink_printf(
-            s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>", ax.x.x0,
-            fy(&ax, v), ax.x.x1, fy(&ax, v), C_GRID);
+        report_sink_printf(s,
+                           "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>",
+                           ax.x.x0, fy(&ax, v), ax.x.x1, fy(&ax, v), C_GRID);
         text_at(s, ax.x.x0 - 6, fy(&ax, v) + 4, "end", "fill=\"#4b5563\" font-size=\"11\"",
                 util_fmt(a, sizeof a, "%g", v));
     }
     log_ticks(s, &ax.x, ax.y1, ax.y0);
     text_at(s, (ax.x.x0 + ax.x.x1) / 2, FUNNEL_H - 8, "middle", "fill=\"#1f2430\"",
-            "Expected decisions (peers, same states; log scale)");
+            "Expected decisions (log scale)");
     report_sink_printf(s,
                        "<text transform=\"translate(16 %.1f) rotate(-90)\" text-anchor=\"middle\" "
                        "fill=\"#1f2430\">Observed \xc3\xb7 expected</text>",
@@ -814,8 +825,7 @@ static void funnel(struct report_sink *s, const struct audit_result *r, int k)
                        "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#1f2430\" "
                        "stroke-width=\"1.5\"/>",
                        ax.x.x0, fy(&ax, 1), ax.x.x1, fy(&ax, 1));
-    report_sink_printf(s,
-                       "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>",
+    report_sink_printf(s, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>",
                        ax.x.x0, ax.y1, ax.x.x0, ax.y0, C_AXIS);
 
     /* operators: unflagged first so that flagged ones are drawn on top */
@@ -835,7 +845,7 @@ static void funnel(struct report_sink *s, const struct audit_result *r, int k)
                 report_sink_printf(s,
                                    "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"7\" fill=\"%s\" "
                                    "stroke=\"#fff\" stroke-width=\"1.5\"/>",
-                                   x, y, sev_color(f->severity));
+                                   x, y, chart_color(f->severity));
             else
                 report_sink_printf(s,
                                    "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" fill=\"#4a6fa5\" "
@@ -846,35 +856,41 @@ static void funnel(struct report_sink *s, const struct audit_result *r, int k)
                 util_fmt(name, sizeof name, "%s (%.2f)", op->operator_id, ratio);
             else
                 util_fmt(name, sizeof name, "%s", op->operator_id);
-            text_at(s, x + 9, y - 7, "start",
+            /* near the right edge the label goes to the left of the point */
+            bool left = x > FUNNEL_W - F_RIGHT - 90;
+            text_at(s, left ? x - 9 : x + 9, y - 7, left ? "end" : "start",
                     f ? "fill=\"#1f2430\" font-weight=\"700\"" : "fill=\"#4b5563\"", name);
         }
     }
     if (npts == 0)
         text_at(s, FUNNEL_W / 2.0, FUNNEL_H / 2.0, "middle", "fill=\"#4b5563\"",
                 "No audited operator had expected decisions of this class.");
-    report_sink_puts(s, "</svg>\n<figcaption>");
-    report_sink_puts(s, "<b>");
-    esc(s, cls);
-    report_sink_puts(s,
-                     "</b>: each point is an audited operator, at the number of these decisions "
-                     "the peers would have made in that operator's situations (x) and the ratio "
-                     "of what the operator did to that (y). Shaded with dashed edges: 95% control "
-                     "limits; dotted: 99.8%. Limits are those of a Poisson count with the "
-                     "expected mean (exact Poisson quantiles, interpolated between whole "
-                     "counts). Operators with a finding about this action are drawn large in "
-                     "the colour of its severity. A point outside the limits is not a finding "
-                     "by itself: findings also have to pass the tolerance band and the "
-                     "correction for the number of tests.</figcaption></figure>\n");
+    report_sink_printf(s,
+                       "</svg>\n<figcaption>%zu audited operator%s. Limits: 95%% and 99.8%% of "
+                       "a Poisson count, exact quantiles.",
+                       npts, npts == 1 ? "" : "s");
+    if (flagged)
+        report_sink_printf(
+            s, " Large points: %zu operator%s with a finding about this action (below).", flagged,
+            flagged == 1 ? "" : "s");
+    report_sink_puts(s, "</figcaption></figure>\n");
 }
 
 static void funnels(struct report_sink *s, const struct audit_result *r)
 {
     bool any = false;
-    report_sink_puts(s, "<section>\n<h2>Funnel plots</h2>\n<p>How every audited operator "
-                        "compares with the peers on one action over the whole window: the more "
-                        "decisions are expected, the closer to 1 chance alone keeps the ratio, "
-                        "which gives the funnel its shape.</p>\n");
+    report_sink_puts(
+        s, "<section>\n<h2>Funnel plots</h2>\n<p>How every audited operator compares with the "
+           "peers on one action over the whole window. Each point is an operator: across, the "
+           "number of these decisions the peers would have made in that operator's situations "
+           "(the expected count); up, what the operator did divided by that. The more decisions "
+           "are expected, the closer to 1 chance alone keeps the ratio, which gives the funnel "
+           "its shape: the shaded band with dashed edges holds 95% of what chance gives, the "
+           "dotted lines 99.8%. The limits are those of a Poisson count with the expected mean "
+           "(exact Poisson quantiles, interpolated between whole counts). A point outside them "
+           "is not a finding by itself: findings also have to pass the tolerance band and the "
+           "correction for the number of tests, and may be about a region only.</p>\n"
+           "<div class=\"funnels\">\n");
     for (size_t k = 0; k < r->n_classes; k++) {
         bool has = false;
         for (size_t i = 0; i < r->n_findings && !has; i++)
@@ -905,13 +921,12 @@ static void funnels(struct report_sink *s, const struct audit_result *r)
         if (best >= 0)
             funnel(s, r, best);
     }
-    report_sink_puts(s, "</section>\n");
+    report_sink_puts(s, "</div>\n</section>\n");
 }
 
 /* ---- method ------------------------------------------------------------------ */
 
-static void method(struct report_sink *s, const struct audit_result *r,
-                   const struct report_meta *m)
+static void method(struct report_sink *s, const struct audit_result *r, const struct report_meta *m)
 {
     char para[REPORT_PARA_MAX], a[REPORT_NUM_MAX], b[REPORT_NUM_MAX];
     struct report_param params[REPORT_PARAMS_MAX];
@@ -957,13 +972,15 @@ int report_html(const struct audit_result *r, const struct report_meta *m, struc
     struct report_sink s;
     char a[REPORT_NUM_MAX];
     report_sink_init(&s, out);
-    report_sink_puts(&s, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                         "<title>Operator audit</title>\n<style>");
+    report_sink_puts(&s,
+                     "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                     "<title>Operator audit</title>\n<style>");
     report_sink_puts(&s, css);
     report_sink_puts(&s, "</style>\n</head>\n<body>\n<main>\n");
     header(&s, r, m);
     operators(&s, r);
+    funnels(&s, r);
     report_sink_puts(&s, "<section>\n<h2>Findings</h2>\n");
     if (r->n_findings == 0)
         report_sink_puts(&s, "<p>No findings: no operator differed from the rest of the team "
@@ -972,7 +989,6 @@ int report_html(const struct audit_result *r, const struct report_meta *m, struc
     for (size_t i = 0; i < r->n_findings; i++)
         finding_card(&s, r, &r->findings[i], i + 1);
     report_sink_puts(&s, "</section>\n");
-    funnels(&s, r);
     method(&s, r, m);
     report_sink_printf(&s,
                        "<footer>understudy operator audit, format understudy-audit version 1, "

@@ -96,14 +96,6 @@ static json_t *parameters_json(const struct audit_result *r, const struct report
         if (push(feats, text(m->features[i])) != 0)
             goto fail;
     }
-    /* json_int_t is signed: a seed above its range is written as text. */
-    json_t *seed;
-    if (p->seed <= (uint64_t)INT64_MAX) {
-        seed = json_integer((json_int_t)p->seed);
-    } else {
-        char b[32];
-        seed = json_string(util_fmt(b, sizeof b, "%llu", (unsigned long long)p->seed));
-    }
     if (set(o, "fdr_q", num(p->fdr_q)) != 0 ||
         set(o, "min_support", json_integer((json_int_t)p->min_support)) != 0 ||
         set(o, "tolerance", num(p->tolerance)) != 0 ||
@@ -113,8 +105,18 @@ static json_t *parameters_json(const struct audit_result *r, const struct report
         set(o, "learning_rate", num(p->learning_rate)) != 0 ||
         set(o, "max_bins", json_integer(p->max_bins)) != 0 ||
         set(o, "reference_rows", count(p->reference_rows)) != 0 ||
-        set(o, "threads", json_integer(p->threads)) != 0 || set(o, "seed", seed) != 0 ||
-        set(o, "passes", json_integer(r->passes)) != 0 || set(o, "tests", count(r->n_tests)) != 0 ||
+        set(o, "threads", json_integer(p->threads)) != 0)
+        goto fail;
+    /* json_int_t is signed: a seed above its range is written as text. */
+    json_t *seed;
+    if (p->seed <= (uint64_t)INT64_MAX) {
+        seed = json_integer((json_int_t)p->seed);
+    } else {
+        char b[32];
+        seed = json_string(util_fmt(b, sizeof b, "%llu", (unsigned long long)p->seed));
+    }
+    if (set(o, "seed", seed) != 0 || set(o, "passes", json_integer(r->passes)) != 0 ||
+        set(o, "tests", count(r->n_tests)) != 0 ||
         set(o, "have_policy", json_boolean(r->have_policy)) != 0)
         goto fail;
     int rc = set(o, "features", feats);
@@ -208,10 +210,11 @@ static json_t *finding_json(const struct audit_result *r, const struct audit_fin
     if (!o)
         return NULL;
     audit_region_text(&f->region, region, sizeof region);
-    if (set(o, "operator_id", text(f->operator_id)) != 0 ||
+    /* An empty id is a finding about the team or the policy: null, as the
+     * store's operator_id column has it. */
+    if (set(o, "operator_id", text(f->operator_id[0] ? f->operator_id : NULL)) != 0 ||
         set(o, "kind", json_string(kind ? kind : "unknown")) != 0 ||
-        set(o, "action", class_or_null(r, f->action)) != 0 ||
-        set(o, "region", text(region)) != 0)
+        set(o, "action", class_or_null(r, f->action)) != 0 || set(o, "region", text(region)) != 0)
         goto fail;
     json_t *conds = json_array();
     if (set(o, "conditions", conds) != 0)

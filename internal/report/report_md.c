@@ -46,8 +46,7 @@ static size_t count_severity(const struct audit_result *r, enum audit_severity s
     return n;
 }
 
-static void header(struct report_sink *s, const struct audit_result *r,
-                   const struct report_meta *m)
+static void header(struct report_sink *s, const struct audit_result *r, const struct report_meta *m)
 {
     char a[REPORT_NUM_MAX], b[REPORT_NUM_MAX], d[REPORT_NUM_MAX];
     size_t audited = 0;
@@ -82,11 +81,10 @@ static void header(struct report_sink *s, const struct audit_result *r,
         report_sink_printf(s, " (%s)", report_fmt_duration(r->to_us - r->from_us, d, sizeof d));
     report_sink_puts(s, "\n");
     report_sink_printf(s, "- Operators: %zu, of which %zu audited\n", r->n_operators, audited);
-    report_sink_printf(s, "- Findings: %zu high, %zu medium, %zu low, %zu info\n",
-                       count_severity(r, AUDIT_SEVERITY_HIGH),
-                       count_severity(r, AUDIT_SEVERITY_MEDIUM),
-                       count_severity(r, AUDIT_SEVERITY_LOW),
-                       count_severity(r, AUDIT_SEVERITY_INFO));
+    report_sink_printf(
+        s, "- Findings: %zu high, %zu medium, %zu low, %zu info\n",
+        count_severity(r, AUDIT_SEVERITY_HIGH), count_severity(r, AUDIT_SEVERITY_MEDIUM),
+        count_severity(r, AUDIT_SEVERITY_LOW), count_severity(r, AUDIT_SEVERITY_INFO));
     report_sink_printf(s, "- Generated: %s\n\n", report_fmt_time(m->generated_us, a, sizeof a));
 }
 
@@ -128,14 +126,13 @@ static void finding(struct report_sink *s, const struct audit_result *r,
     struct report_row rows[REPORT_ROWS_MAX];
     const char *sev = audit_severity_name(f->severity);
 
-    report_sink_printf(s, "### %zu. %s: %s, ", no, sev ? sev : "unknown",
-                       report_kind_title(f->kind));
+    report_sink_printf(s, "### %zu. %s: ", no, report_kind_title(f->kind));
     md_esc(s, f->operator_id[0] ? f->operator_id : "the team");
     if (f->action >= 0) {
         report_sink_puts(s, ", ");
         md_esc(s, report_class_name(r, f->action));
     }
-    report_sink_puts(s, "\n\n");
+    report_sink_printf(s, " (%s)\n\n", sev ? sev : "unknown");
     audit_region_text(&f->region, region, sizeof region);
     if (region[0]) {
         report_sink_puts(s, "Where: ");
@@ -156,8 +153,7 @@ static void finding(struct report_sink *s, const struct audit_result *r,
     report_sink_puts(s, "\n");
 }
 
-static void method(struct report_sink *s, const struct audit_result *r,
-                   const struct report_meta *m)
+static void method(struct report_sink *s, const struct audit_result *r, const struct report_meta *m)
 {
     char para[REPORT_PARA_MAX], a[REPORT_NUM_MAX], b[REPORT_NUM_MAX], c[REPORT_NUM_MAX],
         d[REPORT_NUM_MAX];
@@ -194,8 +190,7 @@ static void method(struct report_sink *s, const struct audit_result *r,
                        report_fmt_time(r->to_us, d, sizeof d));
 }
 
-int report_markdown(const struct audit_result *r, const struct report_meta *m,
-                    struct util_buf *out)
+int report_markdown(const struct audit_result *r, const struct report_meta *m, struct util_buf *out)
 {
     struct report_sink s;
     report_sink_init(&s, out);
