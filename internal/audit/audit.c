@@ -1074,7 +1074,42 @@ static void finding_base(const struct ctx *c, size_t o, int k, struct audit_find
     f->overdispersion = 1.0;
 }
 
-static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc)
+/*
+ * The peers' own behaviour in a region: over the rows of the operators in
+ * the references (not o, not flagged), the ratios of observed to expected
+ * counts of class k inside and outside the region, each smoothed with 0.5.
+ * A reference misfits some regions for everyone (a stump model cannot
+ * express every interaction), and then every operator looks "different"
+ * there; the region tests compare o with what the peers actually do.
+ * *n_in gets the peers' decisions in the region.
+ */
+static void peer_calibration(const struct ctx *c, size_t o, int k, const struct region_def *rd,
+                             const bool *flagged, double *kin, double *kout, double *n_in)
+{
+    double oi = 0, ei = 0, oo = 0, eo = 0;
+    *n_in = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        int32_t g = c->grp[i];
+        if (g < 0 || (size_t)g == o || flagged[g] || !c->ops[g].audited || !c->sup[i])
+            continue;
+        bool in = true;
+        for (size_t j = 0; in && j < rd->n; j++)
+            in = cond_holds(c, rd, j, i);
+        double y = c->label[i] == k, e = c->prob[i * c->K + (size_t)k];
+        if (in) {
+            oi += y;
+            ei += e;
+            *n_in += 1;
+        } else {
+            oo += y;
+            eo += e;
+        }
+    }
+    *kin = (oi + 0.5) / (ei + 0.5);
+    *kout = (oo + 0.5) / (eo + 0.5);
+}
+
+static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc, const bool *flagged)
 {
     const struct op_info *op = &c->ops[o];
     for (size_t kk = 0; kk < c->K; kk++) {
@@ -1156,19 +1191,24 @@ static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc)
         r.f.discovery_z = best_z;
         r.f.n = (size_t)t.n_in;
         r.f.observed = t.o_in;
+        r.f.inside_observed = t.o_in;
+        r.f.outside_observed = t.o_out;
+        r.f.expected_policy = c->pprob ? t.pol_in : NAN;
+        r.f.test = AUDIT_TEST_CONDITIONAL_BINOMIAL;
+        double kin, kout, peers_in;
+        peer_calibration(c, o, k, &best, flagged, &kin, &kout, &peers_in);
+        /* A region the peers hardly know is outside the references' support:
+         * no test. */
+        if (peers_in < (double)c->p->min_support)
+            continue;
+        t.e_in *= kin;
+        t.e_out *= kout;
+        full.e_in *= kin;
         r.f.expected = t.e_in;
         r.f.effect = t.e_in > 0 ? t.o_in / t.e_in : NAN;
         poisson_ratio_ci(t.o_in, t.e_in, &r.f.ci_lo, &r.f.ci_hi);
-        r.f.inside_observed = t.o_in;
         r.f.inside_expected = t.e_in;
-        r.f.outside_observed = t.o_out;
         r.f.outside_expected = t.e_out;
-        r.f.expected_policy = NAN;
-        if (c->pprob) {
-            struct region_stats tp = t;
-            r.f.expected_policy = tp.pol_in;
-        }
-        r.f.test = AUDIT_TEST_CONDITIONAL_BINOMIAL;
         r.full_in_expected = full.e_in;
         double tau = c->p->tolerance, tot = t.o_in + t.o_out;
         if (tot < 1 || t.e_in <= 0 || t.e_out <= 0) {
@@ -1198,7 +1238,7 @@ static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc)
                     in = cond_holds(c, &best, j, i);
                 if (!in)
                     continue;
-                double q = c->prob[i * c->K + kk];
+                double q = c->prob[i * c->K + kk] * kin;
                 q = best_dir > 0 ? q * tau : q / tau;
                 q = q > 1 ? 1 : q;
                 c->gather[m++] = q;
@@ -1345,12 +1385,6 @@ static int agreement_test(struct ctx *c, size_t o)
     return push_cand(c, &a);
 }
 
-static int dbl_cmp2(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /*
  * Overdispersion.  A reference is a model: where it fits the team's
  * behaviour less well for the states one operator manages than for
@@ -1363,8 +1397,10 @@ static int dbl_cmp2(const void *a, const void *b)
  *     phi = max(1, median_o(z_o^2) / 0.4549),
  *
  * z_o the plain z score of operator o's test and 0.4549 the median of a
- * chi-square with one degree of freedom (a median, so one or two biased
- * operators do not inflate it).  With phi > 1 (and at least
+ * chi-square with one degree of freedom, over the operators without a
+ * significant rate or size test before this step (all operators when
+ * fewer than AUDIT_PHI_MIN_OPS remain), so biased operators do not inflate
+ * it.  With phi > 1 (and at least
  * AUDIT_PHI_MIN_OPS operators) the family's tests become z tests with the
  * variance multiplied by phi, still at the tolerance's edges:
  *
@@ -1383,27 +1419,40 @@ static int dbl_cmp2(const void *a, const void *b)
 #define AUDIT_PHI_MIN_OPS 4
 #define CHI2_1_MEDIAN     0.454936423119572
 
+static void flag(const struct ctx *c, bool *flagged);
+
 static void apply_overdispersion(struct ctx *c)
 {
     double *z2 = util_calloc(c->n_ops ? c->n_ops : 1, sizeof *z2);
+    bool *raw = util_calloc(c->n_ops ? c->n_ops : 1, sizeof *raw);
     double phi_rate[GBM_MAX_CLASSES];
-    if (!z2)
+    if (!z2 || !raw) {
+        free(z2);
+        free(raw);
         return; /* out of memory: the uninflated tests stand */
+    }
+    flag(c, raw);
     for (size_t k = 0; k < GBM_MAX_CLASSES; k++)
         phi_rate[k] = 1.0;
     for (int type = T_GLOBAL; type <= T_AGREEMENT; type++) {
         if (type == T_REGION)
             continue;
         for (int k = -1; k < (int)c->K; k++) {
+            /* The operators that already stand out are left out of the
+             * estimate when enough others remain. */
             size_t m = 0;
-            for (size_t i = 0; i < c->n_cands; i++) {
-                const struct cand *x = &c->cands[i];
-                if ((int)x->type == type && x->cls == k && isfinite(x->z0))
-                    z2[m++] = x->z0 * x->z0;
+            for (int pass = 0; pass < 2 && m < AUDIT_PHI_MIN_OPS; pass++) {
+                m = 0;
+                for (size_t i = 0; i < c->n_cands; i++) {
+                    const struct cand *x = &c->cands[i];
+                    if ((int)x->type == type && x->cls == k && isfinite(x->z0) &&
+                        (pass == 1 || !raw[x->op]))
+                        z2[m++] = x->z0 * x->z0;
+                }
             }
             if (m < AUDIT_PHI_MIN_OPS)
                 continue;
-            qsort(z2, m, sizeof *z2, dbl_cmp2);
+            qsort(z2, m, sizeof *z2, dbl_cmp);
             double med = m % 2 ? z2[m / 2] : 0.5 * (z2[m / 2 - 1] + z2[m / 2]);
             double phi = med / CHI2_1_MEDIAN;
             if (!(phi > 1))
@@ -1454,6 +1503,7 @@ static void apply_overdispersion(struct ctx *c)
         x->f.overdispersion = phi;
     }
     free(z2);
+    free(raw);
 }
 
 static int run_pass(struct ctx *c, const bool *flagged, char *err, size_t errlen)
@@ -1467,7 +1517,7 @@ static int run_pass(struct ctx *c, const bool *flagged, char *err, size_t errlen
         struct op_codes oc;
         int rc = codes_build(c, o, &oc);
         if (rc == 0)
-            rc = rate_tests(c, o, &oc);
+            rc = rate_tests(c, o, &oc, flagged);
         codes_free(&oc, c->F);
         if (rc == 0)
             rc = magnitude_tests(c, o, flagged);
@@ -1504,22 +1554,88 @@ static bool significant(const struct ctx *c, const struct cand *x)
 }
 
 /*
- * Operators to leave out of the next pass's references: those with a rate
- * or magnitude test significant before the overdispersion step.  (The
- * team's scatter is itself inflated while a biased operator is still in
- * the references, so the step would hide the very operators to remove;
- * leaving an unbiased operator out of a reference costs data, not
- * validity.)
+ * Operators to leave out of the next pass's references.  A biased operator
+ * drags every other operator's reference: one who never raises bids makes
+ * all the others look like raising bids too often.  So the screen is
+ * recentred on the typical operator: for each class's rates (and sizes),
+ * m is the median over the audited operators of r_o = ln((O + 0.5) /
+ * (E + 0.5)) (of d_o for sizes), and o is screened out when
+ * |r_o - m| > ln tolerance and |z| >= FLAG_Z, with z = (O - E e^m) /
+ * sqrt(E e^m) (for sizes (d_o - m) / se_o).  (Region tests do not screen:
+ * they are noisier, and a regional bias strong enough to move the
+ * references shows in the operator's whole-window rate as well.)  At least
+ * two operators always stay (those with the weakest
+ * evidence).  Screening an unbiased operator out costs the
+ * references data, not validity: the findings come from the tests of the
+ * last pass.
  */
+#define FLAG_Z 3.0
+
 static void flag(const struct ctx *c, bool *flagged)
 {
+    double *score = util_calloc(c->n_ops ? c->n_ops : 1, sizeof *score);
+    double *r = util_calloc(c->n_ops ? c->n_ops : 1, sizeof *r);
     memset(flagged, 0, c->n_ops * sizeof *flagged);
-    for (size_t i = 0; i < c->n_cands; i++) {
-        const struct cand *x = &c->cands[i];
-        if (x->type != T_AGREEMENT && x->q_raw <= c->p->fdr_q &&
-            x->f.n >= (size_t)c->p->min_support)
-            flagged[x->op] = true;
+    if (!score || !r) {
+        free(score);
+        free(r);
+        return; /* out of memory: nobody is screened out */
     }
+    double ltol = log(c->p->tolerance);
+    for (int type = T_GLOBAL; type <= T_MAGNITUDE; type++) {
+        if (type == T_REGION)
+            continue;
+        for (int k = 0; k < (int)c->K; k++) {
+            size_t m = 0;
+            for (size_t i = 0; i < c->n_cands; i++) {
+                const struct cand *x = &c->cands[i];
+                if ((int)x->type != type || x->cls != k)
+                    continue;
+                r[m++] =
+                    type == T_GLOBAL ? log((x->f.observed + 0.5) / (x->f.expected + 0.5)) : x->d;
+            }
+            if (m == 0)
+                continue;
+            qsort(r, m, sizeof *r, dbl_cmp);
+            double med = m % 2 ? r[m / 2] : 0.5 * (r[m / 2 - 1] + r[m / 2]);
+            for (size_t i = 0; i < c->n_cands; i++) {
+                const struct cand *x = &c->cands[i];
+                if ((int)x->type != type || x->cls != k || x->f.n < (size_t)c->p->min_support)
+                    continue;
+                double ro, z;
+                if (type == T_GLOBAL) {
+                    ro = log((x->f.observed + 0.5) / (x->f.expected + 0.5));
+                    double e = x->f.expected * exp(med);
+                    z = e > 0 ? (x->f.observed - e) / sqrt(e) : 0;
+                } else {
+                    ro = x->d;
+                    z = x->se > 0 ? (x->d - med) / x->se : 0;
+                }
+                if (fabs(ro - med) > ltol && fabs(z) >= FLAG_Z) {
+                    flagged[x->op] = true;
+                    if (fabs(z) > score[x->op])
+                        score[x->op] = fabs(z);
+                }
+            }
+        }
+    }
+    size_t n = 0;
+    for (size_t o = 0; o < c->n_ops; o++)
+        n += flagged[o];
+    while (n + 2 > c->n_ops) {
+        size_t weakest = 0;
+        double w = HUGE_VAL;
+        for (size_t o = 0; o < c->n_ops; o++) {
+            if (flagged[o] && score[o] < w) {
+                w = score[o];
+                weakest = o;
+            }
+        }
+        flagged[weakest] = false;
+        n--;
+    }
+    free(score);
+    free(r);
 }
 
 /* ---- findings -------------------------------------------------------------- */
