@@ -16,6 +16,7 @@ CREATE TABLE audit_operators (
     actions          bigint NOT NULL,
     audited          boolean NOT NULL,
     in_reference     boolean NOT NULL,
+    outside_support  bigint NOT NULL DEFAULT 0,
     policy_agreement double precision,
     acceptance_rate  double precision,
     verdicts         bigint NOT NULL,
@@ -26,6 +27,7 @@ CREATE TABLE audit_operators (
     CONSTRAINT audit_operators_run_operator_key PRIMARY KEY (run_id, operator_id),
     CONSTRAINT audit_operators_operator_id_len CHECK (octet_length(operator_id) BETWEEN 1 AND 128),
     CONSTRAINT audit_operators_counts_check CHECK (decisions >= 0 AND actions >= 0 AND actions <= decisions),
+    CONSTRAINT audit_operators_outside_support_check CHECK (outside_support >= 0 AND outside_support <= decisions),
     CONSTRAINT audit_operators_verdicts_check CHECK (verdicts >= 0),
     CONSTRAINT audit_operators_findings_check
         CHECK (findings_high >= 0 AND findings_medium >= 0 AND findings_low >= 0),
@@ -49,6 +51,7 @@ COMMENT ON COLUMN audit_operators.decisions IS 'The operator''s decisions in the
 COMMENT ON COLUMN audit_operators.actions IS 'Of those, the decisions that were not hold.';
 COMMENT ON COLUMN audit_operators.audited IS 'Whether the operator had enough decisions (audit.min_support) to be audited; false = no findings possible.';
 COMMENT ON COLUMN audit_operators.in_reference IS 'Whether the operator''s decisions were in the reference the other operators were compared with (false when left out as biased).';
+COMMENT ON COLUMN audit_operators.outside_support IS 'Decisions in states outside the reference''s experience (feature values the rest of the team never showed), left out of every test.';
 COMMENT ON COLUMN audit_operators.policy_agreement IS 'Share of the operator''s decisions the champion policy would have made too, in [0, 1]; NULL without a champion.';
 COMMENT ON COLUMN audit_operators.acceptance_rate IS 'Share of the operator''s verdicts on recommendations that were accepted, in [0, 1]; NULL without verdicts.';
 COMMENT ON COLUMN audit_operators.verdicts IS 'The operator''s verdicts on recommendations in the audited window.';
@@ -70,6 +73,7 @@ SELECT o.run_id,
        o.actions,
        o.audited,
        o.in_reference,
+       o.outside_support,
        o.policy_agreement,
        o.acceptance_rate,
        o.verdicts,
@@ -99,6 +103,7 @@ COMMENT ON COLUMN audit_operators_latest.decisions IS 'The operator''s decisions
 COMMENT ON COLUMN audit_operators_latest.actions IS 'Of those, the decisions that were not hold.';
 COMMENT ON COLUMN audit_operators_latest.audited IS 'Whether the operator had enough decisions to be audited.';
 COMMENT ON COLUMN audit_operators_latest.in_reference IS 'Whether the operator''s decisions were in the other operators'' reference.';
+COMMENT ON COLUMN audit_operators_latest.outside_support IS 'Decisions outside the reference''s experience, left out of every test.';
 COMMENT ON COLUMN audit_operators_latest.policy_agreement IS 'Share of decisions the champion would have made too; NULL without a champion.';
 COMMENT ON COLUMN audit_operators_latest.acceptance_rate IS 'Share of verdicts on recommendations that were accepted; NULL without verdicts.';
 COMMENT ON COLUMN audit_operators_latest.verdicts IS 'Verdicts on recommendations in the window.';

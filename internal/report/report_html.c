@@ -230,6 +230,7 @@ static void operators(struct report_sink *s, const struct audit_result *r)
     report_sink_puts(s,
                      "<section>\n<h2>Operators</h2>\n<table class=\"ops\">\n<thead><tr>"
                      "<th>Operator</th><th class=\"n\">Decisions</th><th class=\"n\">Actions</th>"
+                     "<th class=\"n\">Outside the team's experience</th>"
                      "<th>Audited</th><th>Findings (high, medium, low)</th>"
                      "<th class=\"n\">Policy agreement</th><th class=\"n\">Acceptance</th>"
                      "</tr></thead>\n<tbody>\n");
@@ -237,10 +238,13 @@ static void operators(struct report_sink *s, const struct audit_result *r)
         const struct audit_operator *op = &r->operators[i];
         report_sink_puts(s, "<tr><td><code>");
         esc(s, op->operator_id);
-        report_sink_printf(s, "</code></td><td class=\"n\">%zu</td><td class=\"n\">%zu</td><td>",
-                           op->decisions, op->actions);
+        report_sink_printf(s,
+                           "</code></td><td class=\"n\">%zu</td><td class=\"n\">%zu</td>"
+                           "<td class=\"n\">%zu</td><td>",
+                           op->decisions, op->actions, op->outside_support);
         if (!op->audited)
-            report_sink_puts(s, "<span class=\"muted\">no, too few decisions</span>");
+            report_sink_puts(s, "<span class=\"muted\">no: too few decisions, or not asked "
+                                "for</span>");
         else if (!op->in_reference)
             report_sink_puts(s, "yes <span class=\"muted\">(left out of the references)</span>");
         else
@@ -263,7 +267,9 @@ static void operators(struct report_sink *s, const struct audit_result *r)
     report_sink_puts(s, "</tbody>\n</table>\n<p class=\"muted\">Policy agreement: how often the "
                         "policy's most likely action is what the operator did. Acceptance: the "
                         "share of the policy's recommendations the operator accepted, of the "
-                        "verdicts given.</p>\n</section>\n");
+                        "verdicts given. Outside the team's experience: decisions in states the "
+                        "rest of the team never showed (some feature value they never met), "
+                        "which no test uses.</p>\n</section>\n");
 }
 
 /* ---- chart primitives ---------------------------------------------------- */

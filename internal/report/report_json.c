@@ -153,6 +153,7 @@ static json_t *operator_json(const struct audit_result *r, const struct audit_op
         set(o, "actions", count(op->actions)) != 0 ||
         set(o, "audited", json_boolean(op->audited)) != 0 ||
         set(o, "in_reference", json_boolean(op->in_reference)) != 0 ||
+        set(o, "outside_support", count(op->outside_support)) != 0 ||
         set(o, "policy_agreement", num(op->policy_agreement)) != 0 ||
         set(o, "acceptance_rate", num(op->acceptance_rate)) != 0 ||
         set(o, "verdicts", count(op->verdicts)) != 0 ||
@@ -244,7 +245,8 @@ static json_t *finding_json(const struct audit_result *r, const struct audit_fin
         set(d, "outside_observed", in_region ? num(f->outside_observed) : json_null()) != 0 ||
         set(d, "outside_expected", in_region ? num(f->outside_expected) : json_null()) != 0 ||
         set(d, "expected_policy", num(f->expected_policy)) != 0 ||
-        set(d, "discovery_z", num(f->discovery_z)) != 0)
+        set(d, "discovery_z", num(f->discovery_z)) != 0 ||
+        set(d, "overdispersion", num(f->overdispersion)) != 0)
         goto fail;
     return o;
 fail:

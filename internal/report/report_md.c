@@ -92,17 +92,17 @@ static void operators(struct report_sink *s, const struct audit_result *r)
 {
     char a[REPORT_NUM_MAX];
     report_sink_puts(s, "## Operators\n\n");
-    report_sink_puts(s, "| Operator | Decisions | Actions | Audited | High | Medium | Low | Info "
-                        "| Policy agreement | Acceptance |\n");
-    report_sink_puts(s, "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    report_sink_puts(s, "| Operator | Decisions | Actions | Outside the team's experience | "
+                        "Audited | High | Medium | Low | Info | Policy agreement | Acceptance |\n");
+    report_sink_puts(s, "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
     for (size_t i = 0; i < r->n_operators; i++) {
         const struct audit_operator *op = &r->operators[i];
         report_sink_puts(s, "| ");
         md_esc(s, op->operator_id);
-        report_sink_printf(s, " | %zu | %zu | %s | %zu | %zu | %zu | %zu | ", op->decisions,
-                           op->actions,
+        report_sink_printf(s, " | %zu | %zu | %zu | %s | %zu | %zu | %zu | %zu | ", op->decisions,
+                           op->actions, op->outside_support,
                            op->audited ? (op->in_reference ? "yes" : "yes, not in references")
-                                       : "no (too few decisions)",
+                                       : "no (too few decisions, or not asked for)",
                            op->findings_by_severity[AUDIT_SEVERITY_HIGH],
                            op->findings_by_severity[AUDIT_SEVERITY_MEDIUM],
                            op->findings_by_severity[AUDIT_SEVERITY_LOW],
@@ -114,9 +114,11 @@ static void operators(struct report_sink *s, const struct audit_result *r)
         else
             report_sink_puts(s, "n/a |\n");
     }
-    report_sink_puts(s, "\nPolicy agreement: how often the policy's most likely action is what "
-                        "the operator did. Acceptance: the share of the policy's recommendations "
-                        "the operator accepted.\n\n");
+    report_sink_puts(
+        s, "\nPolicy agreement: how often the policy's most likely action is what "
+           "the operator did. Acceptance: the share of the policy's recommendations "
+           "the operator accepted. Outside the team's experience: decisions in states the rest of "
+           "the team never showed, which no test uses.\n\n");
 }
 
 static void finding(struct report_sink *s, const struct audit_result *r,

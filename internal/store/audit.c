@@ -55,10 +55,11 @@ static const char insert_findings[] =
 
 static const char insert_operators[] =
     "INSERT INTO audit_operators (run_id, operator_id, decisions, actions, audited,"
-    " in_reference, policy_agreement, acceptance_rate, verdicts, findings_high,"
+    " in_reference, outside_support, policy_agreement, acceptance_rate, verdicts, findings_high,"
     " findings_medium, findings_low, details)"
     " SELECT $1::bigint, e->>'operator_id', (e->>'decisions')::bigint,"
     " (e->>'actions')::bigint, (e->>'audited')::boolean, (e->>'in_reference')::boolean,"
+    " coalesce((e->>'outside_support')::bigint, 0),"
     " (e->>'policy_agreement')::double precision, (e->>'acceptance_rate')::double precision,"
     " (e->>'verdicts')::bigint, (e #>> '{findings,high}')::integer,"
     " (e #>> '{findings,medium}')::integer, (e #>> '{findings,low}')::integer,"

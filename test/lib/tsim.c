@@ -41,8 +41,7 @@ static int read_line(FILE *f, char **line, size_t *cap)
     return 1;
 }
 
-size_t tsim_csv_with_operators(const char *dir, const char *out, const char *fixed,
-                               size_t max_rows)
+size_t tsim_csv_with_operators(const char *dir, const char *out, const char *fixed, size_t max_rows)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/examples.csv", dir);

@@ -317,7 +317,8 @@ static void assert_only_planted(const struct audit_result *r, const char *const 
         const struct audit_finding *f = &r->findings[i];
         bool ok = false;
         for (size_t j = 0; j < n; j++)
-            ok |= strcmp(f->operator_id, planted[j][0]) == 0 && strcmp(cls(r, f), planted[j][1]) == 0;
+            ok |=
+                strcmp(f->operator_id, planted[j][0]) == 0 && strcmp(cls(r, f), planted[j][1]) == 0;
         if (!ok)
             fail_msg("finding about nothing planted: %s", f->summary);
         assert_true(f->q_value <= r->params.fdr_q);
@@ -330,8 +331,10 @@ static void test_audit_run_finds_every_planted_bias(void **state)
 {
     (void)state;
     static const char *const specs[] = {
-        "op-03:never=bid_down@channel=social", "op-02:shift=bid_down:cpa_ratio:-0.3",
-        "op-05:scale=budget_up:1.8",           "op-04:favor=creative_pause:3",
+        "op-03:never=bid_down@channel=social",
+        "op-02:shift=bid_down:cpa_ratio:-0.3",
+        "op-05:scale=budget_up:1.8",
+        "op-04:favor=creative_pause:3",
         "op-06:never=bid_up",
     };
     struct ds *d = simulate(40000, 160, 12, specs, 5);
@@ -354,8 +357,10 @@ static void test_audit_run_finds_every_planted_bias(void **state)
     assert_int_equal(f->region.n_conds, 0);
     assert_int_equal(f->severity, AUDIT_SEVERITY_HIGH);
 
-    static const char *const planted[][2] = {{"op-03", "bid_down"}, {"op-02", "bid_down"},
-                                             {"op-05", "budget_up"}, {"op-04", "creative_pause"},
+    static const char *const planted[][2] = {{"op-03", "bid_down"},
+                                             {"op-02", "bid_down"},
+                                             {"op-05", "budget_up"},
+                                             {"op-04", "creative_pause"},
                                              {"op-06", "bid_up"}};
     assert_only_planted(r, planted, 5);
     /* The unbiased operators: no findings, and they stayed in the references. */

@@ -386,10 +386,10 @@ static void test_report_json_document_has_exact_keys(void **state)
     static const char *const dec[] = {"from", "to", "rows"};
     assert_keys(json_object_get(doc, "decisions"), dec, 3);
 
-    static const char *const op_keys[] = {"operator_id",     "decisions",    "actions",
-                                          "audited",         "in_reference", "policy_agreement",
-                                          "acceptance_rate", "verdicts",     "findings",
-                                          "disagreements",   "cells"};
+    static const char *const op_keys[] = {"operator_id",      "decisions",       "actions",
+                                          "audited",          "in_reference",    "outside_support",
+                                          "policy_agreement", "acceptance_rate", "verdicts",
+                                          "findings",         "disagreements",   "cells"};
     static const char *const sev_keys[] = {"high", "medium", "low", "info"};
     static const char *const cell_keys[] = {"observed", "expected", "variance", "expected_policy"};
     const json_t *ops = json_object_get(doc, "operators");
@@ -409,13 +409,14 @@ static void test_report_json_document_has_exact_keys(void **state)
         "observed",    "expected", "effect",   "ci_low",  "ci_high",    "p_value",
         "q_value",     "test",     "severity", "summary", "details"};
     static const char *const d_keys[] = {"inside_observed",  "inside_expected", "outside_observed",
-                                         "outside_expected", "expected_policy", "discovery_z"};
+                                         "outside_expected", "expected_policy", "discovery_z",
+                                         "overdispersion"};
     const json_t *fs = json_object_get(doc, "findings");
     assert_int_equal(json_array_size(fs), N_FINDINGS);
     for (size_t i = 0; i < N_FINDINGS; i++) {
         const json_t *f = json_array_get(fs, i);
         assert_keys(f, f_keys, sizeof f_keys / sizeof f_keys[0]);
-        assert_keys(json_object_get(f, "details"), d_keys, 6);
+        assert_keys(json_object_get(f, "details"), d_keys, 7);
         /* in the result's order */
         assert_string_equal(str(f, "operator_id"), result.findings[i].operator_id);
     }
@@ -650,15 +651,15 @@ static void test_report_markdown_contains_summaries_and_escapes(void **state)
     assert_non_null(strstr(md, "**dan\\<\\&\\> lowered bids"));
     assert_non_null(strstr(md, "**The policy agrees with eve\\|x on 58%"));
     assert_null(strstr(md, "eve|x"));
-    /* every row of the operators' table has its 11 cell borders, so the
+    /* every row of the operators' table has its 12 cell borders, so the
      * escaped pipe in eve|x did not split a cell */
     const char *row = strstr(md, "| eve\\|x |");
     assert_non_null(row);
     const char *eol = strchr(row, '\n');
-    assert_int_equal(bare_pipes(row, (size_t)(eol - row)), 11);
+    assert_int_equal(bare_pipes(row, (size_t)(eol - row)), 12);
     const char *head = strstr(md, "| Operator |");
     assert_non_null(head);
-    assert_int_equal(bare_pipes(head, (size_t)(strchr(head, '\n') - head)), 11);
+    assert_int_equal(bare_pipes(head, (size_t)(strchr(head, '\n') - head)), 12);
     /* sections, method and parameters */
     assert_non_null(strstr(md, "## Operators"));
     assert_non_null(strstr(md, "## Findings"));
