@@ -160,10 +160,10 @@ static void print_summary(const struct audit_job_outcome *out, const struct audi
         printf(", compared with the team");
     printf("\n");
     printf("%zu finding%s (%zu high, %zu medium, %zu low) from %zu tests at a false discovery "
-           "rate of %g; %.1f s\n",
+           "rate of %g; reading the decisions took %.1f s, the audit %.1f s\n",
            r->n_findings, r->n_findings == 1 ? "" : "s", by[AUDIT_SEVERITY_HIGH],
            by[AUDIT_SEVERITY_MEDIUM], by[AUDIT_SEVERITY_LOW], r->n_tests, r->params.fdr_q,
-           r->seconds);
+           out->load_seconds, r->seconds);
     for (size_t i = 0; i < r->n_findings; i++) {
         const struct audit_finding *f = &r->findings[i];
         printf("  %-6s %s\n", severity_word(f->severity), f->summary);
