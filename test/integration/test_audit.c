@@ -305,7 +305,7 @@ static void assert_operator_rows(PGconn *c, long run, long decisions, const char
     long sum = 0;
     char list[200] = "";
     for (int i = 0; i < 8; i++) {
-        char want[8];
+        char want[16];
         snprintf(want, sizeof want, "op-%02d", i + 1);
         const char *op = PQgetvalue(r, i, 1);
         assert_int_equal(strtol(PQgetvalue(r, i, 0), NULL, 10), run);
