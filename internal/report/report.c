@@ -512,7 +512,8 @@ static double poisson_quantile(double e, double p)
     double pmf = exp(-e), cdf = pmf;
     /* The loop ends well before this bound; it only guards against p = 1. */
     double limit = e + 40 * sqrt(e) + 100;
-    for (double k = 0; k < limit; k++) {
+    for (long i = 0; (double)i < limit; i++) {
+        double k = (double)i;
         if (cdf >= p) {
             double q = k - (cdf - p) / pmf;
             return q > 0 ? q : 0;

@@ -397,7 +397,7 @@ static double bars(struct report_sink *s, double y, const struct bar *b, size_t 
     if (!(vmax > 0))
         vmax = 1;
     report_sink_printf(s, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\"/>",
-                       PLOT_X0, y + 2, PLOT_X0, y + n * ROW_H, C_AXIS);
+                       PLOT_X0, y + 2, PLOT_X0, y + (double)n * ROW_H, C_AXIS);
     for (size_t i = 0; i < n; i++, y += ROW_H) {
         double x = lin_x(b[i].value, vmax), end = x;
         row_label(s, y, b[i].label);
@@ -517,7 +517,7 @@ static void rate_chart(struct report_sink *s, const struct audit_result *r,
 
     block_title(s, y, "Observed \xc3\xb7 expected, 95% interval (log scale)");
     y += TITLE_H;
-    double y_rows = y, y_axis = y + ratio_rows * ROW_H + 4;
+    double y_rows = y, y_axis = y + (double)ratio_rows * ROW_H + 4;
     if (tol > 1)
         report_sink_printf(
             s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>",
@@ -794,7 +794,8 @@ static void funnel(struct report_sink *s, const struct audit_result *r, int k)
 
     /* grid and y axis */
     double step = ax.ymax <= 3 ? 0.5 : 1;
-    for (double v = 0; v <= ax.ymax + 1e-9; v += step) {
+    for (int i = 0; (double)i * step <= ax.ymax + 1e-9; i++) {
+        double v = (double)i * step;
         report_sink_printf(s,
                            "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>",
                            ax.x.x0, fy(&ax, v), ax.x.x1, fy(&ax, v), C_GRID);

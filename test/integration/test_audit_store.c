@@ -55,7 +55,8 @@
 
 #define OPERATOR_01                                                                                \
     "{\"operator_id\":\"op-01\",\"decisions\":2500,\"actions\":950,\"audited\":true,"              \
-    "\"in_reference\":true,\"policy_agreement\":0.71,\"acceptance_rate\":null,\"verdicts\":0,"     \
+    "\"in_reference\":true,\"outside_support\":7,\"policy_agreement\":0.71,\"acceptance_rate\":"   \
+    "null,\"verdicts\":0,"                                                                         \
     "\"findings\":{\"high\":0,\"medium\":1,\"low\":0,\"info\":0},"                                 \
     "\"disagreements\":[{\"did\":\"hold\",\"policy\":\"bid_down\",\"n\":120}],"                    \
     "\"cells\":{\"bid_down\":{\"observed\":300,\"expected\":310.5,\"expected_policy\":290.1}}}"
@@ -95,14 +96,16 @@ static const char *const want_findings[] = {
 static const char *const want_operators[] = {
     "{\"policy_version\":null,\"window_from\":\"2026-10-01T00:00:00+00:00\","
     "\"window_to\":\"2026-11-01T00:00:00+00:00\",\"operator_id\":\"op-01\",\"decisions\":2500,"
-    "\"actions\":950,\"audited\":true,\"in_reference\":true,\"policy_agreement\":0.71,"
+    "\"actions\":950,\"audited\":true,\"in_reference\":true,\"outside_support\":7,"
+    "\"policy_agreement\":0.71,"
     "\"acceptance_rate\":null,\"verdicts\":0,\"findings_high\":0,\"findings_medium\":1,"
     "\"findings_low\":0,"
     "\"details\":{\"disagreements\":[{\"did\":\"hold\",\"policy\":\"bid_down\",\"n\":120}],"
     "\"cells\":{\"bid_down\":{\"observed\":300,\"expected\":310.5,\"expected_policy\":290.1}}}}",
     "{\"policy_version\":null,\"window_from\":\"2026-10-01T00:00:00+00:00\","
     "\"window_to\":\"2026-11-01T00:00:00+00:00\",\"operator_id\":\"op-03\",\"decisions\":12,"
-    "\"actions\":3,\"audited\":false,\"in_reference\":false,\"policy_agreement\":null,"
+    "\"actions\":3,\"audited\":false,\"in_reference\":false,\"outside_support\":0,"
+    "\"policy_agreement\":null,"
     "\"acceptance_rate\":0.5,\"verdicts\":4,\"findings_high\":1,\"findings_medium\":0,"
     "\"findings_low\":0,\"details\":{\"disagreements\":[],\"cells\":{}}}",
 };
