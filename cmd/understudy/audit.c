@@ -283,16 +283,6 @@ int cmd_audit(int argc, char **argv)
         j.store = st;
     }
     int r = audit_job_run(&j, &out, err, sizeof err);
-    if (r == AUDIT_JOB_EMPTY) {
-        char from[40] = "the beginning", to[40] = "now";
-        if (j.since_us != INT64_MIN)
-            util_format_rfc3339(j.since_us, from, sizeof from);
-        if (j.until_us != INT64_MAX)
-            util_format_rfc3339(j.until_us, to, sizeof to);
-        fprintf(stderr, "understudy audit: no decisions between %s and %s; nothing audited\n", from,
-                to);
-        goto out;
-    }
     if (r != 0) {
         if (out.run_id)
             fprintf(stderr, "understudy audit: run %lld failed: %s\n", (long long)out.run_id, err);

@@ -89,8 +89,9 @@ enum test_type { T_GLOBAL = 0, T_REGION, T_MAGNITUDE, T_AGREEMENT };
 
 struct op_info {
     const char *name;
-    size_t start, n; /* rows in the permuted order */
-    bool audited;
+    size_t start, n;  /* rows in the permuted order */
+    bool audited;     /* min_support decisions: tested (and a peer for calibration) */
+    bool asked;       /* in params.only (or no list): its tests are reported */
     size_t supported; /* rows inside the current reference's support */
 };
 
@@ -122,8 +123,9 @@ struct ctx {
     size_t F, K, n;
     const char **class_names;
     int hold;
-    uint32_t *perm; /* permuted position -> ds row */
-    uint8_t **bins; /* [F][n], permuted */
+    uint32_t *perm;  /* permuted position -> ds row */
+    uint64_t *rhash; /* [n] the row's key (row_hash) */
+    uint8_t **bins;  /* [F][n], permuted */
     int32_t *label;
     float *logsize; /* log |delta_pct|, NaN when none */
     int32_t *grp;   /* operator index, -1 = none */
@@ -231,6 +233,63 @@ static void find_sized(struct ctx *c)
 
 /* ---- preparing the rows -------------------------------------------------- */
 
+/*
+ * A row's key: a hash of what the row says (time, operator, class, size and
+ * every feature value) and the seed.  It picks the half a row belongs to,
+ * the reference samples and the quantile samples, so none of them depends
+ * on the order the rows were read in.
+ */
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+static uint64_t row_hash(const struct ds *ds, size_t r, uint64_t seed)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325) ^ mix64(seed + 1);
+    int64_t ts = ds_row_ts(ds, r);
+    int32_t label = ds_row_label(ds, r);
+    double t = ds_row_target(ds, r);
+    const char *g = ds_row_group(ds, r);
+    h = hash_bytes(h, &ts, sizeof ts);
+    h = hash_bytes(h, &label, sizeof label);
+    if (!isnan(t))
+        h = hash_bytes(h, &t, sizeof t);
+    if (g)
+        h = hash_bytes(h, g, strlen(g) + 1);
+    for (size_t f = 0; f < ds_n_features(ds); f++) {
+        if (ds_feature_kind(ds, f) == GBM_NUMERIC) {
+            double v = ds_cell_num(ds, f, r);
+            if (!isnan(v))
+                h = hash_bytes(h, &v, sizeof v);
+        } else {
+            const char *lv = ds_cell_level(ds, f, r);
+            if (lv)
+                h = hash_bytes(h, lv, strlen(lv) + 1);
+        }
+        h = hash_bytes(h, "|", 1);
+    }
+    return mix64(h);
+}
+
+struct keyed {
+    uint64_t hash;
+    uint32_t row;
+};
+
+static int keyed_cmp(const void *a, const void *b)
+{
+    const struct keyed *x = a, *y = b;
+    if (x->hash != y->hash)
+        return x->hash < y->hash ? -1 : 1;
+    return x->row < y->row ? -1 : x->row > y->row;
+}
+
 static int op_name_cmp(const void *a, const void *b)
 {
     const struct op_info *x = a, *y = b;
@@ -257,12 +316,7 @@ static int prepare(struct ctx *c, char *err, size_t errlen)
         if (strcmp(c->class_names[k], "hold") == 0)
             c->hold = (int)k;
     }
-    if (c->hold < 0) {
-        util_fmt(err, errlen,
-                 "the decisions have no 'hold' class: the audit compares actions with the "
-                 "states where nobody acted");
-        return -1;
-    }
+    /* audit_check made sure of a hold class, two operators and one to audit. */
 
     /* Operators: the dataset's groups, in name order. */
     size_t G = ds_n_groups(ds);
@@ -275,12 +329,10 @@ static int prepare(struct ctx *c, char *err, size_t errlen)
         free(gmap);
         goto oom;
     }
-    size_t with_group = 0;
     for (size_t r = 0; r < n; r++) {
         int32_t g = ds_row_group_index(ds, r);
         if (g >= 0) {
             gcount[g]++;
-            with_group++;
         }
     }
     size_t n_ops = 0;
@@ -298,48 +350,16 @@ static int prepare(struct ctx *c, char *err, size_t errlen)
     c->ops = tmp;
     c->n_ops = n_ops;
     free(gcount);
-    if (with_group == 0) {
-        free(gmap);
-        util_fmt(err, errlen, "no decisions with an operator in the window");
-        return -1;
-    }
-    if (n_ops < 2) {
-        free(gmap);
-        util_fmt(err, errlen,
-                 "only one operator (%s) has decisions: the audit compares each operator with "
-                 "the rest of the team, so it needs at least two",
-                 c->ops[0].name);
-        return -1;
-    }
-    for (size_t j = 0; j < c->p->n_only; j++) {
-        size_t o = 0;
-        while (o < n_ops && strcmp(c->ops[o].name, c->p->only[j]) != 0)
-            o++;
-        if (o == n_ops) {
-            free(gmap);
-            util_fmt(err, errlen, "operator %s has no decisions in the window", c->p->only[j]);
-            return -1;
-        }
-    }
-    size_t audited = 0;
+    /* Every operator with enough decisions is tested, asked for or not: the
+     * screen, the overdispersion and the regions' peer calibration look at
+     * the whole team, so naming operators changes only whose tests are
+     * reported (and corrected for). */
     for (size_t o = 0; o < n_ops; o++) {
         bool chosen = c->p->n_only == 0;
         for (size_t j = 0; j < c->p->n_only; j++)
             chosen |= strcmp(c->ops[o].name, c->p->only[j]) == 0;
-        c->ops[o].audited = chosen && (int64_t)c->ops[o].n >= c->p->min_support;
-        audited += c->ops[o].audited;
-    }
-    if (audited == 0) {
-        char list[512] = "";
-        for (size_t o = 0; o < n_ops && strlen(list) < 400; o++) {
-            size_t l = strlen(list);
-            util_fmt(list + l, sizeof list - l, "%s%s has %zu", o ? ", " : "", c->ops[o].name,
-                     c->ops[o].n);
-        }
-        free(gmap);
-        util_fmt(err, errlen, "no operator has at least min_support (%lld) decisions: %s",
-                 (long long)c->p->min_support, list);
-        return -1;
+        c->ops[o].asked = chosen;
+        c->ops[o].audited = (int64_t)c->ops[o].n >= c->p->min_support;
     }
 
     /* Permutation: operators' rows contiguous (in name order), then the
@@ -367,6 +387,12 @@ static int prepare(struct ctx *c, char *err, size_t errlen)
         free(gmap);
         goto oom;
     }
+    struct keyed *keys = util_calloc(n ? n : 1, sizeof *keys);
+    if (!keys) {
+        free(fill);
+        free(gmap);
+        goto oom;
+    }
     size_t tail = pos;
     for (size_t r = 0; r < n; r++) {
         int32_t g = ds_row_group_index(ds, r);
@@ -374,17 +400,36 @@ static int prepare(struct ctx *c, char *err, size_t errlen)
         if (g >= 0) {
             size_t o = gmap[g];
             at = c->ops[o].start + fill[o]++;
-            c->grp[at] = (int32_t)o;
         } else {
             at = tail++;
-            c->grp[at] = -1;
         }
+        keys[at].hash = row_hash(ds, r, c->p->seed);
+        keys[at].row = (uint32_t)r;
+    }
+    /* Within an operator, rows in the order of their hashes: the same
+     * decisions give the same audit whatever order they were read in. */
+    for (size_t o = 0; o < n_ops; o++)
+        qsort(keys + c->ops[o].start, c->ops[o].n, sizeof *keys, keyed_cmp);
+    qsort(keys + pos, n - pos, sizeof *keys, keyed_cmp);
+    c->rhash = util_calloc(n ? n : 1, sizeof *c->rhash);
+    if (!c->rhash) {
+        free(keys);
+        free(fill);
+        free(gmap);
+        goto oom;
+    }
+    for (size_t at = 0; at < n; at++) {
+        size_t r = keys[at].row;
+        int32_t g = ds_row_group_index(ds, r);
+        c->grp[at] = g >= 0 ? (int32_t)gmap[g] : -1;
         c->perm[at] = (uint32_t)r;
+        c->rhash[at] = keys[at].hash;
         c->label[at] = ds_row_label(ds, r);
         double t = ds_row_target(ds, r);
         c->logsize[at] = isfinite(t) && fabs(t) > 0 ? (float)log(fabs(t)) : NAN;
-        c->half[at] = (uint8_t)(mix64(c->p->seed ^ mix64((uint64_t)r + 1)) & 1u);
+        c->half[at] = (uint8_t)(keys[at].hash >> 63);
     }
+    free(keys);
     free(fill);
     free(gmap);
 
@@ -463,17 +508,17 @@ static int fit_reference(struct ctx *c, const bool *excluded, struct gbm_model *
         util_fmt(err, errlen, "too few decisions (%zu) left for a reference", want);
         goto out;
     }
-    /* An even stride over the eligible rows (operator by operator). */
+    /* A sample by the rows' keys: each eligible row with probability
+     * want / eligible, the same rows whatever order they were read in. */
     size_t m_rows = 0;
-    double acc = 0, step = (double)want / (double)eligible;
+    double frac = (double)want / (double)eligible;
     for (size_t i = 0; i < c->n && m_rows < want; i++) {
         if (!(c->grp[i] < 0 || !excluded[c->grp[i]]))
             continue;
-        acc += step;
-        if (acc >= 1.0 - 1e-12) {
-            acc -= 1.0;
+        /* The low 53 bits: independent of the half (the top bit). */
+        double u = (double)(c->rhash[i] & ((UINT64_C(1) << 53) - 1)) * 0x1p-53;
+        if (want >= eligible || u < frac)
             rows[m_rows++] = (uint32_t)i;
-        }
     }
     for (size_t f = 0; f < c->F; f++) {
         if (!(cols[f] = util_malloc(m_rows)) || !(kcols[f] = util_malloc(m_rows))) {
@@ -843,6 +888,7 @@ static int codes_build(struct ctx *c, size_t o, struct op_codes *oc)
             /* Deciles from at most 4096 evenly spaced discovery values. */
             size_t m = 0, step = oc->nd / 4096 + 1;
             for (size_t j = 0; j < oc->nd; j += step) {
+                /* rows are in key order: a stride is a sample by key */
                 double v = ds_cell_num(c->ds, f, c->perm[oc->rows[j]]);
                 if (!isnan(v))
                     c->scratch[m++] = v;
@@ -1506,6 +1552,31 @@ static void apply_overdispersion(struct ctx *c)
     free(raw);
 }
 
+/*
+ * Benjamini-Hochberg over the tests of the operators asked for (the run's
+ * family; the others' tests only inform the screen and the overdispersion,
+ * and get q = 1): into q_value when final, else q_raw.  p is scratch room
+ * for n_cands values.
+ */
+static void correct(struct ctx *c, double *p, bool final)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < c->n_cands; i++) {
+        if (c->ops[c->cands[i].op].asked)
+            p[m++] = c->cands[i].f.p_value;
+    }
+    audit_bh(p, m, p);
+    m = 0;
+    for (size_t i = 0; i < c->n_cands; i++) {
+        struct cand *x = &c->cands[i];
+        double q = c->ops[x->op].asked ? p[m++] : 1.0;
+        if (final)
+            x->f.q_value = q;
+        else
+            x->q_raw = q;
+    }
+}
+
 static int run_pass(struct ctx *c, const bool *flagged, char *err, size_t errlen)
 {
     c->n_cands = 0;
@@ -1533,17 +1604,9 @@ static int run_pass(struct ctx *c, const bool *flagged, char *err, size_t errlen
         util_fmt(err, errlen, "out of memory");
         return -1;
     }
-    for (size_t i = 0; i < c->n_cands; i++)
-        p[i] = c->cands[i].f.p_value;
-    audit_bh(p, c->n_cands, p);
-    for (size_t i = 0; i < c->n_cands; i++)
-        c->cands[i].q_raw = p[i];
+    correct(c, p, false);
     apply_overdispersion(c);
-    for (size_t i = 0; i < c->n_cands; i++)
-        p[i] = c->cands[i].f.p_value;
-    audit_bh(p, c->n_cands, p);
-    for (size_t i = 0; i < c->n_cands; i++)
-        c->cands[i].f.q_value = p[i];
+    correct(c, p, true);
     free(p);
     return 0;
 }
@@ -1813,7 +1876,7 @@ static int fill_operators(struct ctx *c, const bool *flagged, struct audit_resul
         struct audit_operator *ao = &res->operators[o];
         util_fmt(ao->operator_id, sizeof ao->operator_id, "%s", op->name);
         ao->decisions = op->n;
-        ao->audited = op->audited && (int64_t)op->supported >= c->p->min_support;
+        ao->audited = op->asked && op->audited && (int64_t)op->supported >= c->p->min_support;
         ao->outside_support = op->n - op->supported;
         ao->in_reference = !flagged[o];
         ao->policy_agreement = NAN;
@@ -1880,6 +1943,7 @@ static void ctx_deinit(struct ctx *c)
     free(c->class_names);
     free(c->ops);
     free(c->perm);
+    free(c->rhash);
     free(c->grp);
     free(c->label);
     free(c->logsize);
@@ -1919,6 +1983,85 @@ static int check_params(const struct audit_params *p, char *err, size_t errlen)
     return 0;
 }
 
+int audit_check(const struct ds *ds, const struct audit_params *p, char *err, size_t errlen)
+{
+    if (check_params(p, err, errlen) != 0)
+        return -1;
+    if (ds_n_rows(ds) == 0) {
+        util_fmt(err, errlen, "no decisions in the window");
+        return -1;
+    }
+    bool hold = false;
+    for (size_t k = 0; k < ds_n_classes(ds); k++)
+        hold |= strcmp(ds_class_name(ds, k), "hold") == 0;
+    if (!hold) {
+        util_fmt(err, errlen,
+                 "the decisions have no 'hold' class: the audit compares actions with the "
+                 "states where nobody acted");
+        return -1;
+    }
+    size_t G = ds_n_groups(ds), n_ops = 0, audited = 0;
+    size_t *count = util_calloc(G ? G : 1, sizeof *count);
+    if (!count) {
+        util_fmt(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t r = 0; r < ds_n_rows(ds); r++) {
+        int32_t g = ds_row_group_index(ds, r);
+        if (g >= 0)
+            count[g]++;
+    }
+    const char *first = NULL;
+    for (size_t g = 0; g < G; g++) {
+        if (!count[g])
+            continue;
+        n_ops++;
+        first = first ? first : ds_group_name(ds, g);
+        bool chosen = p->n_only == 0;
+        for (size_t j = 0; j < p->n_only; j++)
+            chosen |= strcmp(ds_group_name(ds, g), p->only[j]) == 0;
+        audited += chosen && (int64_t)count[g] >= p->min_support;
+    }
+    int rc = -1;
+    if (n_ops == 0) {
+        util_fmt(err, errlen, "no decisions with an operator in the window");
+        goto out;
+    }
+    if (n_ops < 2) {
+        util_fmt(err, errlen,
+                 "only one operator (%s) has decisions: the audit compares each operator with "
+                 "the rest of the team, so it needs at least two",
+                 first);
+        goto out;
+    }
+    for (size_t j = 0; j < p->n_only; j++) {
+        size_t g = 0;
+        while (g < G && !(count[g] && strcmp(ds_group_name(ds, g), p->only[j]) == 0))
+            g++;
+        if (g == G) {
+            util_fmt(err, errlen, "operator %s has no decisions in the window", p->only[j]);
+            goto out;
+        }
+    }
+    if (audited == 0) {
+        char list[512] = "";
+        for (size_t g = 0; g < G && strlen(list) < 400; g++) {
+            if (!count[g])
+                continue;
+            size_t l = strlen(list);
+            util_fmt(list + l, sizeof list - l, "%s%s has %zu", l ? ", " : "", ds_group_name(ds, g),
+                     count[g]);
+        }
+        util_fmt(err, errlen, "no operator has at least min_support (%lld) decisions: %s",
+                 (long long)p->min_support, list);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(count);
+    return rc;
+}
+
 int audit_run(const struct ds *ds, const struct gbm_model *policy, const struct audit_params *p,
               struct audit_result **out, char *err, size_t errlen)
 {
@@ -1928,12 +2071,8 @@ int audit_run(const struct ds *ds, const struct gbm_model *policy, const struct 
     int rc = -1;
     int64_t t0 = util_now_mono_us();
     *out = NULL;
-    if (check_params(p, err, errlen) != 0)
+    if (audit_check(ds, p, err, errlen) != 0)
         return -1;
-    if (ds_n_rows(ds) == 0) {
-        util_fmt(err, errlen, "no decisions in the window");
-        return -1;
-    }
     if (prepare(&c, err, errlen) != 0)
         goto out;
     if (policy && score_policy(&c, err, errlen) != 0)
@@ -1961,7 +2100,8 @@ int audit_run(const struct ds *ds, const struct gbm_model *policy, const struct 
     }
     res->params = *p;
     res->passes = pass;
-    res->n_tests = c.n_cands;
+    for (size_t i = 0; i < c.n_cands; i++)
+        res->n_tests += c.ops[c.cands[i].op].asked;
     res->have_policy = policy != NULL;
     res->hold_class = c.hold;
     res->n_classes = c.K;

@@ -238,6 +238,14 @@ struct audit_result {
 int audit_run(const struct ds *ds, const struct gbm_model *policy, const struct audit_params *p,
               struct audit_result **out, char *err, size_t errlen) AUDIT_WUR;
 
+/*
+ * The checks audit_run makes before any work (parameters, decisions, the
+ * hold class, operators, min_support, p->only), so a caller can refuse a
+ * run before recording it.  0, or -1 with audit_run's reason.
+ */
+int audit_check(const struct ds *ds, const struct audit_params *p, char *err,
+                size_t errlen) AUDIT_WUR;
+
 void audit_result_free(struct audit_result *r);
 
 /* Sorts findings by severity, then q, and refreshes findings_by_severity. */

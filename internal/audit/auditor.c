@@ -247,8 +247,18 @@ int audit_job_run(const struct audit_job *j, struct audit_job_outcome *out, char
         goto out;
     out->load_seconds = (double)(util_now_mono_us() - t0) / 1e6;
     if (ds_n_rows(ds) == 0) {
-        util_fmt(err, errlen, "no decisions in the window");
-        rc = AUDIT_JOB_EMPTY;
+        char from[40] = "the beginning", to[40] = "now";
+        if (j->since_us != INT64_MIN)
+            util_format_rfc3339(j->since_us, from, sizeof from);
+        if (j->until_us != INT64_MAX)
+            util_format_rfc3339(j->until_us, to, sizeof to);
+        util_fmt(err, errlen, "no decisions between %s and %s; nothing audited", from, to);
+        rc = AUDIT_JOB_NOTHING;
+        goto out;
+    }
+    /* What cannot be audited is refused before a run is recorded. */
+    if (audit_check(ds, &j->params, err, errlen) != 0) {
+        rc = AUDIT_JOB_NOTHING;
         goto out;
     }
     if (!(params = params_json(j))) {
@@ -369,8 +379,8 @@ static int audit_once(struct auditor *a, struct store *st, const char *why)
     int rc = audit_job_run(&j, &out, err, sizeof err);
     double secs = (double)(util_now_mono_us() - t0) / 1e6;
     free(dir);
-    if (rc == AUDIT_JOB_EMPTY) {
-        log_info("audit: no decisions in the window yet; nothing to audit");
+    if (rc == AUDIT_JOB_NOTHING) {
+        log_info("audit: nothing to audit: %s", err);
         return 0;
     }
     if (rc != 0) {
@@ -452,7 +462,7 @@ static void *auditor_main(void *arg)
             if (promoted)
                 why = "a policy was promoted";
             else if (util_now_wall_us() >= next_due_us)
-                why = "audit.every has passed";
+                why = next_due_us == 0 ? "no audit has finished yet" : "audit.every has passed";
             if (why) {
                 promoted = false;
                 int64_t now = util_now_wall_us();

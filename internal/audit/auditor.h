@@ -8,7 +8,8 @@
  *      process that stopped, and are marked failed;
  *   2. reads the champion (the second reference; none is fine);
  *   3. loads the decisions of the window (the contract's labelling rule);
- *      with none, nothing is recorded and AUDIT_JOB_EMPTY is returned;
+ *      when they cannot be audited (none, one operator, too few) nothing
+ *      is recorded and AUDIT_JOB_NOTHING is returned with the reason;
  *   4. records a 'running' run with its parameters, audits, adds each
  *      operator's verdicts on recommendations (feedback events in the
  *      window), and writes the findings and operators and marks the run
@@ -64,13 +65,16 @@ struct audit_job_outcome {
     double load_seconds;         /* reading the decisions */
 };
 
-#define AUDIT_JOB_EMPTY 1 /* no decisions in the window: nothing recorded */
+/* Nothing to audit (no decisions in the window, one operator, none with
+ * min_support decisions, an operator asked for without decisions): err
+ * says which; no run was recorded. */
+#define AUDIT_JOB_NOTHING 1
 
 /*
- * Runs one audit (see above).  Returns 0 with *out filled, AUDIT_JOB_EMPTY
- * (database audit, no decisions: nothing written), or -1 with a one-line
- * reason (then out->run_id names the run marked failed, if one was
- * recorded).
+ * Runs one audit (see above).  Returns 0 with *out filled,
+ * AUDIT_JOB_NOTHING with the reason (nothing written), or -1 with a
+ * one-line reason (then out->run_id names the run marked failed, if one
+ * was recorded).
  */
 int audit_job_run(const struct audit_job *j, struct audit_job_outcome *out, char *err,
                   size_t errlen) __attribute__((warn_unused_result));
