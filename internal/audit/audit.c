@@ -83,6 +83,7 @@
 #define MAGNITUDE_MIN_ROWS 20
 #define N_DECILES          9
 #define SECOND_COND_GAIN   1.0
+#define PEER_ROWS          200000
 #define Z95                1.959963984540054
 
 enum test_type { T_GLOBAL = 0, T_REGION, T_MAGNITUDE, T_AGREEMENT };
@@ -139,6 +140,7 @@ struct ctx {
     int32_t *pbest;  /* [n] champion's most probable class (dataset index), or -1 */
     double *scratch; /* [n] */
     double *gather;  /* [n] */
+    uint8_t *inside; /* [n] region membership of one operator's rows */
     uint8_t *sup;    /* [n] 1 when the row's state is inside its reference's support */
     struct cand *cands;
     size_t n_cands, cap_cands;
@@ -379,10 +381,11 @@ static int prepare(struct ctx *c, char *err, size_t errlen)
     c->logpred = util_calloc(n ? n : 1, sizeof *c->logpred);
     c->scratch = util_calloc(n ? n : 1, sizeof *c->scratch);
     c->gather = util_calloc(n ? n : 1, sizeof *c->gather);
+    c->inside = util_calloc(n ? n : 1, sizeof *c->inside);
     c->sup = util_calloc(n ? n : 1, sizeof *c->sup);
     c->sized = util_calloc(c->K, sizeof *c->sized);
     if (!fill || !c->perm || !c->grp || !c->label || !c->logsize || !c->half || !c->prob ||
-        !c->logpred || !c->scratch || !c->gather || !c->sup || !c->sized) {
+        !c->logpred || !c->scratch || !c->gather || !c->inside || !c->sup || !c->sized) {
         free(fill);
         free(gmap);
         goto oom;
@@ -984,7 +987,10 @@ static void def_to_region(const struct ctx *c, const struct op_codes *oc, struct
  * for class k in direction dir, over the discovery rows inside `within`.
  * O and E are the operator's discovery totals for k.
  */
-static void search(const struct ctx *c, const struct op_codes *oc, int k, int dir,
+/* best[0] / best_z[0]: the best region where the operator acts less
+ * (dir -1), best[1] / best_z[1] where it acts more; dirs: bit 0 less, bit 1
+ * more. */
+static void search(const struct ctx *c, const struct op_codes *oc, int k, unsigned dirs,
                    const struct region_def *within, double O, double E, struct region_def *best,
                    double *best_z)
 {
@@ -1047,16 +1053,15 @@ static void search(const struct ctx *c, const struct op_codes *oc, int k, int di
                 continue;
             double z = (io - ex) / sqrt(ex * (1 - pi));
             double ratio = io / ie;
-            if (dir > 0 ? !(z > 0 && ratio > 1) : !(z < 0 && ratio < 1))
+            int d = z > 0 && ratio > 1 ? 1 : z < 0 && ratio < 1 ? 0 : -1;
+            if (d < 0 || !(dirs & (1u << d)) || fabs(z) <= fabs(best_z[d]))
                 continue;
-            if (fabs(z) <= fabs(*best_z))
-                continue;
-            *best_z = z;
+            best_z[d] = z;
             if (within)
-                *best = *within;
+                best[d] = *within;
             else
-                memset(best, 0, sizeof *best);
-            best->cc[best->n++] = cc;
+                memset(&best[d], 0, sizeof best[d]);
+            best[d].cc[best[d].n++] = cc;
         }
     }
 }
@@ -1081,17 +1086,16 @@ static bool cond_holds(const struct ctx *c, const struct region_def *rd, size_t 
     return cd->op == AUDIT_COND_LT ? v < cd->value : v >= cd->value;
 }
 
-static void region_count(const struct ctx *c, size_t o, int k, const struct region_def *rd,
-                         int half, struct region_stats *s)
+/* in[i - start]: whether row i of operator o is inside the region. */
+static void region_count(const struct ctx *c, size_t o, int k, const uint8_t *inside, int half,
+                         struct region_stats *s)
 {
     memset(s, 0, sizeof *s);
     const struct op_info *op = &c->ops[o];
     for (size_t i = op->start; i < op->start + op->n; i++) {
         if ((half != 2 && c->half[i] != half) || !c->sup[i])
             continue;
-        bool in = true;
-        for (size_t j = 0; in && j < rd->n; j++)
-            in = cond_holds(c, rd, j, i);
+        bool in = inside[i - op->start];
         double y = c->label[i] == k, e = c->prob[i * c->K + (size_t)k];
         if (in) {
             s->o_in += y;
@@ -1134,9 +1138,16 @@ static void peer_calibration(const struct ctx *c, size_t o, int k, const struct 
 {
     double oi = 0, ei = 0, oo = 0, eo = 0;
     *n_in = 0;
+    /* At most about PEER_ROWS of the peers' decisions, picked by key: the
+     * ratios are then as good as exact, at a fraction of the cost. */
+    double frac = (double)PEER_ROWS / (double)(c->n ? c->n : 1), scale = 1;
+    if (frac < 1)
+        scale = 1 / frac;
     for (size_t i = 0; i < c->n; i++) {
         int32_t g = c->grp[i];
         if (g < 0 || (size_t)g == o || flagged[g] || !c->ops[g].audited || !c->sup[i])
+            continue;
+        if (frac < 1 && (double)((c->rhash[i] >> 8) & 0xffffffffu) * 0x1p-32 >= frac)
             continue;
         bool in = true;
         for (size_t j = 0; in && j < rd->n; j++)
@@ -1151,6 +1162,7 @@ static void peer_calibration(const struct ctx *c, size_t o, int k, const struct 
             eo += e;
         }
     }
+    *n_in *= scale;
     *kin = (oi + 0.5) / (ei + 0.5);
     *kout = (oo + 0.5) / (eo + 0.5);
 }
@@ -1203,34 +1215,45 @@ static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc, const 
             Od += c->label[i] == k;
             Ed += c->prob[i * c->K + kk];
         }
-        struct region_def best = {0};
-        double best_z = 0;
+        struct region_def best, first[2];
+        memset(&best, 0, sizeof best);
+        memset(first, 0, sizeof first);
+        double best_z = 0, fz[2] = {0, 0};
         int best_dir = 0;
-        for (int dir = -1; dir <= 1; dir += 2) {
-            struct region_def rd = {0};
-            double z = 0;
-            search(c, oc, k, dir, NULL, Od, Ed, &rd, &z);
+        search(c, oc, k, 3u, NULL, Od, Ed, first, fz);
+        for (int d = 0; d < 2; d++) {
+            struct region_def rd = first[d];
+            double z = fz[d];
             if (rd.n == 0)
                 continue;
-            struct region_def rd2 = {0};
-            double z2 = z;
-            search(c, oc, k, dir, &rd, Od, Ed, &rd2, &z2);
-            if (rd2.n == 2 && fabs(z2) >= fabs(z) + SECOND_COND_GAIN) {
-                rd = rd2;
-                z = z2;
+            struct region_def rd2[2];
+            memset(rd2, 0, sizeof rd2);
+            double z2[2] = {z, z};
+            search(c, oc, k, 1u << d, &rd, Od, Ed, rd2, z2);
+            if (rd2[d].n == 2 && fabs(z2[d]) >= fabs(z) + SECOND_COND_GAIN) {
+                rd = rd2[d];
+                z = z2[d];
             }
             if (fabs(z) > fabs(best_z)) {
                 best = rd;
                 best_z = z;
-                best_dir = dir;
+                best_dir = d ? 1 : -1;
             }
         }
         if (best.n == 0)
             continue;
         def_to_region(c, oc, &best);
         struct region_stats t, full;
-        region_count(c, o, k, &best, 1, &t);
-        region_count(c, o, k, &best, 2, &full);
+        /* Which of the operator's decisions the region holds, once. */
+        uint8_t *inside = c->inside;
+        for (size_t i = op->start; i < op->start + op->n; i++) {
+            bool in = true;
+            for (size_t j = 0; in && j < best.n; j++)
+                in = cond_holds(c, &best, j, i);
+            inside[i - op->start] = in;
+        }
+        region_count(c, o, k, inside, 1, &t);
+        region_count(c, o, k, inside, 2, &full);
         struct cand r = {.type = T_REGION, .op = o, .cls = k, .dir = best_dir};
         finding_base(c, o, k, &r.f);
         r.f.region = best.r;
@@ -1274,57 +1297,43 @@ static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc, const 
          * (test half, the same direction, beyond the tolerance), so a
          * region that merely differs from a deviating outside is no
          * finding about the region. */
+        double *tmp = util_calloc(op->n ? op->n : 1, sizeof *tmp);
+        if (!tmp)
+            return -1;
         {
             size_t m = 0;
             for (size_t i = op->start; i < op->start + op->n; i++) {
-                if (c->half[i] != 1 || !c->sup[i])
-                    continue;
-                bool in = true;
-                for (size_t j = 0; in && j < best.n; j++)
-                    in = cond_holds(c, &best, j, i);
-                if (!in)
+                if (c->half[i] != 1 || !c->sup[i] || !inside[i - op->start])
                     continue;
                 double q = c->prob[i * c->K + kk] * kin;
                 q = best_dir > 0 ? q * tau : q / tau;
                 q = q > 1 ? 1 : q;
-                c->gather[m++] = q;
+                tmp[m++] = q;
                 r.r_ein += q;
                 r.r_vin += q * (1 - q);
             }
             enum audit_test tt;
-            double p_in = audit_pbinom_tail(c->gather, m, t.o_in, best_dir > 0, &tt);
+            double p_in = audit_pbinom_tail(tmp, m, t.o_in, best_dir > 0, &tt);
             if (p_in > r.f.p_value)
                 r.f.p_value = p_in;
         }
         /* The whole window outside the region: does the deviation hold
          * there too (same direction as the whole-window test)? */
         {
-            double *pout = c->scratch;
-            (void)pout;
             int dout = 0;
             enum audit_test tt;
             size_t m = 0;
             double Oout = 0;
-            /* rate_test reads probabilities with a stride; gather outside
-             * rows' probabilities into a temporary. */
-            double *tmp = util_calloc(op->n ? op->n : 1, sizeof *tmp);
-            if (!tmp)
-                return -1;
             for (size_t i = op->start; i < op->start + op->n; i++) {
-                if (!c->sup[i])
-                    continue;
-                bool in = true;
-                for (size_t j = 0; in && j < best.n; j++)
-                    in = cond_holds(c, &best, j, i);
-                if (in)
+                if (!c->sup[i] || inside[i - op->start])
                     continue;
                 tmp[m++] = c->prob[i * c->K + kk];
                 Oout += c->label[i] == k;
             }
             double pv = m ? rate_test(c, tmp, 1, m, Oout, &dout, &tt, NULL) : 1.0;
-            free(tmp);
             r.p_outside = dout == g.dir ? pv : 1.0;
         }
+        free(tmp);
         if (push_cand(c, &r) != 0)
             return -1;
     }
@@ -1954,6 +1963,7 @@ static void ctx_deinit(struct ctx *c)
     free(c->pbest);
     free(c->scratch);
     free(c->gather);
+    free(c->inside);
     free(c->sup);
     free(c->sized);
     free(c->cands);
