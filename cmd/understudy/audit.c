@@ -2,7 +2,6 @@
  * understudy audit: the operator bias audit from PostgreSQL or a CSV file
  * (internal/audit/auditor.h does the work); prints a short summary.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,7 +118,10 @@ static int parse_args(int argc, char **argv, struct audit_args *a)
         }
         if (l && cli_list_parse(optarg, l) != 0)
             return usage_error("audit", "--%s takes a comma-separated list of names, not '%s'",
-                               opts[0].name ? argv[optind - 2] + 2 : "", optarg);
+                               l == &a->operators     ? "operators"
+                               : l == &a->categorical ? "categorical"
+                                                      : "drop",
+                               optarg);
     }
     if (optind < argc)
         return usage_error("audit", "unexpected argument %s", argv[optind]);
@@ -180,7 +182,7 @@ static void print_summary(const struct audit_job_outcome *out, const struct audi
         }
         printf("\n");
     }
-    if (j->report_dir) {
+    if (j->report_dir && !out->report_error[0]) {
         static const struct {
             unsigned bit;
             const char *file;
@@ -247,28 +249,10 @@ int cmd_audit(int argc, char **argv)
         j.csv.group = a.operator_col;
         j.csv.ts = a.ts;
         j.csv.target = a.delta;
-        if (!a.delta && !cli_list_has(&a.drop, "delta_pct") &&
-            ds_csv_has_column(a.csv, "delta_pct"))
-            j.csv.target = "delta_pct";
         j.csv.categorical = a.categorical.items;
         j.csv.n_categorical = a.categorical.n;
         j.csv.drop = a.drop.items;
         j.csv.n_drop = a.drop.n;
-        static const char *const opt_names[] = {"--label", "--operator", "--delta", "--ts"};
-        const char *cols[] = {a.label, a.operator_col, a.delta, a.ts};
-        FILE *probe = fopen(a.csv, "r");
-        if (!probe) {
-            fprintf(stderr, "understudy audit: %s: %s\n", a.csv, strerror(errno));
-            goto out;
-        }
-        fclose(probe);
-        for (size_t i = 0; i < 4; i++) {
-            if (cols[i] && !ds_csv_has_column(a.csv, cols[i])) {
-                fprintf(stderr, "understudy audit: %s: %s column '%s' is not in the header\n",
-                        a.csv, opt_names[i], cols[i]);
-                goto out;
-            }
-        }
         if ((a.since || a.until) && !a.ts) {
             rc = usage_error("audit", "--since and --until need --ts COL with a CSV");
             goto out;
@@ -292,6 +276,12 @@ int cmd_audit(int argc, char **argv)
     }
     print_summary(&out, &j);
     rc = fflush(stdout) == 0 ? 0 : 1;
+    if (out.report_error[0]) {
+        fprintf(stderr,
+                "understudy audit: the audit %s, but the reports could not be written: %s\n",
+                out.run_id ? "finished and was recorded" : "finished", out.report_error);
+        rc = 1;
+    }
 out:
     audit_result_free(out.result);
     store_free(st);

@@ -13,8 +13,8 @@
  * every other operator, never on o's: p_r(k) is the probability that the
  * team takes k in the state of o's decision r.  Its magnitude models fit
  * log |delta_pct| of each sized class, so sizes compare as ratios.  A
- * reference is fitted on at most reference_rows decisions (an even stride
- * through the operators' decisions).
+ * reference is fitted on at most reference_rows decisions (a sample picked
+ * by the decisions' keys, row_hash).
  *
  * Robust to biased peers.  One operator who over-acts in a region raises
  * the others' references there, which would make them look like
@@ -112,7 +112,6 @@ struct cand {
     double obs, e_up, v_up, e_low, v_low; /* rates and agreement */
     double d, se, log_tol;                /* magnitude */
     double r_tot, r_pi, r_ein, r_vin;     /* region: test-half total, pi', in-region E', V' */
-    double q_raw; /* BH q before the overdispersion step: who leaves the references */
 };
 
 struct ctx {
@@ -1314,8 +1313,10 @@ static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc, const 
             }
             enum audit_test tt;
             double p_in = audit_pbinom_tail(tmp, m, t.o_in, best_dir > 0, &tt);
-            if (p_in > r.f.p_value)
+            if (p_in > r.f.p_value) {
                 r.f.p_value = p_in;
+                r.f.test = tt; /* the part that decided */
+            }
         }
         /* The whole window outside the region: does the deviation hold
          * there too (same direction as the whole-window test)? */
@@ -1531,9 +1532,15 @@ static void apply_overdispersion(struct ctx *c)
                     double z = x->v_low > 0 ? (x->e_low - x->obs - 0.5) / sqrt(phi * x->v_low) : 0;
                     p = z > 0 ? audit_norm_upper(z) : 1.0;
                 }
-                x->f.p_value = p > 1 ? 1 : p;
-                x->f.test = AUDIT_TEST_NORMAL_OVERDISPERSED;
+                /* The inflation is a correction toward caution: it never
+                 * makes a p-value smaller than the uninflated test's (for
+                 * a small count the normal tail is thinner than the exact
+                 * one). */
                 x->f.overdispersion = phi;
+                if (p > x->f.p_value) {
+                    x->f.p_value = p > 1 ? 1 : p;
+                    x->f.test = AUDIT_TEST_NORMAL_OVERDISPERSED;
+                }
                 if (type == T_MAGNITUDE) {
                     double h = Z95 * x->se * sqrt(phi);
                     x->f.ci_lo = exp(x->d - h);
@@ -1553,9 +1560,12 @@ static void apply_overdispersion(struct ctx *c)
         double z1 = v1 > 0 ? (sgn * (x->obs - x->r_tot * x->r_pi) - 0.5) / sqrt(v1) : 0;
         double z2v = v2 > 0 ? (sgn * (x->obs - x->r_ein) - 0.5) / sqrt(v2) : 0;
         double z = z1 < z2v ? z1 : z2v;
-        x->f.p_value = z > 0 ? audit_norm_upper(z) : 1.0;
-        x->f.test = AUDIT_TEST_NORMAL_OVERDISPERSED;
+        double p = z > 0 ? audit_norm_upper(z) : 1.0;
         x->f.overdispersion = phi;
+        if (p > x->f.p_value) {
+            x->f.p_value = p;
+            x->f.test = AUDIT_TEST_NORMAL_OVERDISPERSED;
+        }
     }
     free(z2);
     free(raw);
@@ -1564,10 +1574,10 @@ static void apply_overdispersion(struct ctx *c)
 /*
  * Benjamini-Hochberg over the tests of the operators asked for (the run's
  * family; the others' tests only inform the screen and the overdispersion,
- * and get q = 1): into q_value when final, else q_raw.  p is scratch room
+ * and get q = 1) into q_value.  p is scratch room
  * for n_cands values.
  */
-static void correct(struct ctx *c, double *p, bool final)
+static void correct(struct ctx *c, double *p)
 {
     size_t m = 0;
     for (size_t i = 0; i < c->n_cands; i++) {
@@ -1578,11 +1588,7 @@ static void correct(struct ctx *c, double *p, bool final)
     m = 0;
     for (size_t i = 0; i < c->n_cands; i++) {
         struct cand *x = &c->cands[i];
-        double q = c->ops[x->op].asked ? p[m++] : 1.0;
-        if (final)
-            x->f.q_value = q;
-        else
-            x->q_raw = q;
+        x->f.q_value = c->ops[x->op].asked ? p[m++] : 1.0;
     }
 }
 
@@ -1613,9 +1619,8 @@ static int run_pass(struct ctx *c, const bool *flagged, char *err, size_t errlen
         util_fmt(err, errlen, "out of memory");
         return -1;
     }
-    correct(c, p, false);
     apply_overdispersion(c);
-    correct(c, p, true);
+    correct(c, p);
     free(p);
     return 0;
 }
@@ -1764,13 +1769,14 @@ static void fmt_count(double v, char *out, size_t len)
 static void summarize(const struct ctx *c, struct audit_finding *f)
 {
     char region[2 * (2 * AUDIT_NAME_MAX + 48)], where[sizeof region + 8] = "", q[32], ob[32],
-                                                                      ex[32], act[160];
+                                                                      act[160];
     audit_region_text(&f->region, region, sizeof region);
+    /* A region finding's counts are those of the half it was tested on. */
+    const char *half = region[0] ? " in the half of the decisions kept for the test" : "";
     if (region[0])
         util_fmt(where, sizeof where, " when %s", region);
     fmt_q(f->q_value, q, sizeof q);
     fmt_count(f->observed, ob, sizeof ob);
-    fmt_count(f->expected, ex, sizeof ex);
     const char *cls = f->action >= 0 ? c->class_names[f->action] : "";
     const char *vb = verb(cls);
     if (vb)
@@ -1783,15 +1789,14 @@ static void summarize(const struct ctx *c, struct audit_finding *f)
     case AUDIT_UNDER_ACTING:
         util_fmt(f->summary, sizeof f->summary,
                  "%s %s %.2fx as often as the team would in the same states%s: %s observed, %.1f "
-                 "expected, %s",
-                 who, act, f->effect, where, ob, f->expected, q);
+                 "expected%s, %s",
+                 who, act, f->effect, where, ob, f->expected, half, q);
         break;
     case AUDIT_BLIND_SPOT:
         util_fmt(f->summary, sizeof f->summary,
-                 "%s %s %s%s, where the team would have done so about %.0f times: %s observed, "
-                 "%.1f expected, %s",
-                 who, f->observed < 0.5 ? "never" : "almost never", act, where, f->expected, ob,
-                 f->expected, q);
+                 "%s %s %s%s, where the team would: %s observed, %.1f expected%s, %s", who,
+                 f->observed < 0.5 ? "never" : "almost never", act, where, ob, f->expected, half,
+                 q);
         break;
     case AUDIT_MAGNITUDE: {
         const char *noun = size_noun(cls);
@@ -1811,7 +1816,6 @@ static void summarize(const struct ctx *c, struct audit_finding *f)
     case AUDIT_KIND_COUNT:
         break;
     }
-    (void)ex;
 }
 
 static enum audit_severity severity_of(const struct audit_finding *f)

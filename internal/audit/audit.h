@@ -95,7 +95,6 @@ enum audit_test {
     AUDIT_TEST_NORMAL_SKEW,          /* refined normal approximation of that tail (large counts) */
     AUDIT_TEST_CONDITIONAL_BINOMIAL, /* inside vs outside a region, given the total */
     AUDIT_TEST_WELCH_T,              /* log size ratios, operator against peers */
-    AUDIT_TEST_TWO_PROPORTION,       /* agreement rates, operator against team */
     AUDIT_TEST_NORMAL_OVERDISPERSED, /* z test with the team's overdispersion (see audit.c) */
     AUDIT_TEST_COUNT,
 };
@@ -204,7 +203,7 @@ struct audit_params {
 };
 
 /* fdr_q 0.05, min_support 30, tolerance 1.1, blind spot ratio 0.1 with at
- * least 10 expected, 100 rounds at 0.3, 64 bins, 250000 reference rows,
+ * least 10 expected, 100 rounds at 0.3, 64 bins, 150000 reference rows,
  * 1 thread, seed 1. */
 void audit_params_default(struct audit_params *p);
 

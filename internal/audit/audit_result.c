@@ -14,8 +14,7 @@ static const char *const kind_names[AUDIT_KIND_COUNT] = {
 };
 static const char *const severity_names[AUDIT_SEVERITY_COUNT] = {"info", "low", "medium", "high"};
 static const char *const test_names[AUDIT_TEST_COUNT] = {
-    "poisson_binomial", "normal_skew",    "conditional_binomial",
-    "welch_t",          "two_proportion", "normal_overdispersed",
+    "poisson_binomial", "normal_skew", "conditional_binomial", "welch_t", "normal_overdispersed",
 };
 
 const char *audit_kind_name(enum audit_kind k)
@@ -64,7 +63,7 @@ void audit_params_default(struct audit_params *p)
     p->rounds = 100;
     p->learning_rate = 0.3;
     p->max_bins = 64;
-    p->reference_rows = 250000;
+    p->reference_rows = 150000;
     p->threads = 1;
     p->seed = 1;
 }

@@ -173,7 +173,10 @@ static double ibeta(double a, double b, double x)
         return 0;
     if (x >= 1)
         return 1;
-    double lbt = lgamma(a + b) - lgamma(a) - lgamma(b) + a * log(x) + b * log1p(-x);
+    /* lgamma_r: lgamma's sign goes to a global, and audits run in a thread. */
+    int sg;
+    double lbt =
+        lgamma_r(a + b, &sg) - lgamma_r(a, &sg) - lgamma_r(b, &sg) + a * log(x) + b * log1p(-x);
     if (x < (a + 1) / (a + b + 2))
         return exp(lbt) * beta_cf(a, b, x) / a;
     return 1 - exp(lbt) * beta_cf(b, a, 1 - x) / b;

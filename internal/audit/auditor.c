@@ -97,7 +97,7 @@ static int load_champion(struct store *st, int *version, struct gbm_model **out,
     return 0;
 }
 
-static int write_reports(const struct audit_job *j, const struct audit_job_outcome *out,
+static int write_reports(const struct audit_job *j, struct audit_job_outcome *out,
                          const struct ds *ds, char *err, size_t errlen)
 {
     size_t nf = ds_n_features(ds);
@@ -131,15 +131,26 @@ static int write_reports(const struct audit_job *j, const struct audit_job_outco
             free(doc);
         }
     }
-    if (rc == 0 && j->report_dir && j->formats)
-        rc = report_write(out->result, &m, j->report_dir, j->formats, err, errlen);
+    /* The run is recorded: reports that cannot be written do not unmake it. */
+    if (rc == 0 && j->report_dir && j->formats &&
+        report_write(out->result, &m, j->report_dir, j->formats, out->report_error,
+                     sizeof out->report_error) != 0 &&
+        !out->report_error[0])
+        util_fmt(out->report_error, sizeof out->report_error, "unknown error");
     free(names);
     return rc;
 }
 
 static int load_csv(const struct audit_job *j, struct ds **ds, char *err, size_t errlen)
 {
-    if (ds_read_csv(j->csv_path, &j->csv, ds, err, errlen) != 0)
+    /* Without a size column named, delta_pct is the size when there is one. */
+    struct ds_csv_options o = j->csv;
+    bool dropped = false;
+    for (size_t i = 0; i < o.n_drop; i++)
+        dropped |= strcmp(o.drop[i], "delta_pct") == 0;
+    if (!o.target && !dropped && ds_csv_has_column(j->csv_path, "delta_pct"))
+        o.target = "delta_pct";
+    if (ds_read_csv(j->csv_path, &o, ds, err, errlen) != 0)
         return -1;
     if (j->since_us == INT64_MIN && j->until_us == INT64_MAX)
         return 0;
@@ -224,6 +235,7 @@ int audit_job_run(const struct audit_job *j, struct audit_job_outcome *out, char
         util_fmt(err, errlen,
                  "another audit is running (it holds the audit run lock); try again "
                  "when it has finished");
+        rc = AUDIT_JOB_NOTHING;
         goto out;
     }
     locked = true;
@@ -398,6 +410,9 @@ static int audit_once(struct auditor *a, struct store *st, const char *why)
         medium += r->findings[i].severity == AUDIT_SEVERITY_MEDIUM;
         low += r->findings[i].severity == AUDIT_SEVERITY_LOW;
     }
+    if (out.report_error[0])
+        log_warn("audit: run %lld: the reports could not be written: %s", (long long)out.run_id,
+                 out.report_error);
     log_info("audit: run %lld finished in %.1f s: %zu decisions of %zu operators, %zu "
              "finding(s) (%zu high, %zu medium, %zu low), policy version %d",
              (long long)out.run_id, secs, r->rows, r->n_operators, r->n_findings, high, medium, low,
@@ -416,7 +431,10 @@ static void *auditor_main(void *arg)
     struct store *st = NULL;
     char err[1024];
     bool leader = false, promoted = false;
-    int64_t next_due_us = INT64_MIN; /* wall clock; INT64_MIN = look it up */
+    /* Wall clock of the newest finished run (INT64_MIN: look it up, 0: none)
+     * and of a retry after a failure (0: none).  The due time is computed
+     * from them on every turn, so a reloaded audit.every applies at once. */
+    int64_t last_us = INT64_MIN, retry_us = 0;
 
     while (!atomic_load(&a->stop)) {
         pthread_mutex_lock(&a->mu);
@@ -446,31 +464,35 @@ static void *auditor_main(void *arg)
                 goto db_error;
             if (got) {
                 leader = true;
-                next_due_us = INT64_MIN;
+                last_us = INT64_MIN;
+                retry_us = 0;
                 atomic_store(&a->leader, 1);
                 log_info("audit: this instance audits (it holds the audit lock)");
             }
         }
         if (leader) {
-            if (next_due_us == INT64_MIN) {
+            if (last_us == INT64_MIN) {
                 int64_t last = INT64_MIN;
                 if (store_audit_last_finished(st, &last, err, sizeof err) != 0)
                     goto db_error;
-                next_due_us = last == INT64_MIN ? 0 : last + every_ms * 1000;
+                last_us = last == INT64_MIN ? 0 : last;
             }
+            int64_t now = util_now_wall_us();
             const char *why = NULL;
             if (promoted)
                 why = "a policy was promoted";
-            else if (util_now_wall_us() >= next_due_us)
-                why = next_due_us == 0 ? "no audit has finished yet" : "audit.every has passed";
+            else if (retry_us ? now >= retry_us : now >= last_us + every_ms * 1000)
+                why = retry_us       ? "retrying after a failed audit"
+                      : last_us == 0 ? "no audit has finished yet"
+                                     : "audit.every has passed";
             if (why) {
                 promoted = false;
-                int64_t now = util_now_wall_us();
                 if (audit_once(a, st, why) == 0) {
-                    next_due_us = now + every_ms * 1000;
+                    last_us = now;
+                    retry_us = 0;
                 } else {
                     int64_t wait = every_ms < RETRY_AFTER_MS ? every_ms : RETRY_AFTER_MS;
-                    next_due_us = now + wait * 1000;
+                    retry_us = now + wait * 1000;
                     if (store_ping(st, err, sizeof err) != 0)
                         goto db_error;
                 }

@@ -63,6 +63,9 @@ struct audit_job_outcome {
     int policy_version;          /* 0 = no champion */
     struct audit_result *result; /* caller frees with audit_result_free */
     double load_seconds;         /* reading the decisions */
+    /* Set when the run was recorded (or, for a CSV, done) but the report
+     * files could not be written: the reason; "" otherwise. */
+    char report_error[512];
 };
 
 /* Nothing to audit (no decisions in the window, one operator, none with

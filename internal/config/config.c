@@ -228,7 +228,7 @@ static const struct cfg_key table[] = {
      .imin = 0, .imax = 3650 * CFG_DAY, .reloadable = true, CFG_OFF(audit.lookback_ms)},
     {.path = "audit.tolerance", .type = CFG_TYPE_DOUBLE, .def = "1.1",
      .dmin = 1.0, .dmax = 10.0, .reloadable = true, CFG_OFF(audit.tolerance)},
-    {.path = "audit.reference_rows", .type = CFG_TYPE_INT, .def = "250000",
+    {.path = "audit.reference_rows", .type = CFG_TYPE_INT, .def = "150000",
      .imin = 1000, .imax = INT64_C(100000000), .reloadable = true, CFG_OFF(audit.reference_rows)},
     {.path = "audit.report_dir", .type = CFG_TYPE_STRING, .def = "",
      .flags = CFG_KEY_EMPTY_NULL, .reloadable = true, CFG_OFF(audit.report_dir)},

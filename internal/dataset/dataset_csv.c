@@ -41,8 +41,9 @@ enum role {
     ROLE_DROP,
 };
 
-static const char *const role_names[] = {"a feature",        "the label column",  "the ts column",
-                                         "the group column", "the target column", "dropped"};
+static const char *const role_names[] = {"a feature",         "the label column",
+                                         "the ts column",     "the operator column",
+                                         "the target column", "dropped"};
 
 struct field {
     const char *p;
@@ -496,7 +497,7 @@ static int apply_options(struct reader *rd, const struct ds_csv_options *o)
     }
     if (o->ts && assign_role(rd, "ts", o->ts, ROLE_TS) != 0)
         return -1;
-    if (o->group && assign_role(rd, "group", o->group, ROLE_GROUP) != 0)
+    if (o->group && assign_role(rd, "operator", o->group, ROLE_GROUP) != 0)
         return -1;
     if (o->target && assign_role(rd, "target", o->target, ROLE_TARGET) != 0)
         return -1;

@@ -620,7 +620,7 @@ static void test_audit_bad_input_is_refused_cleanly(void **state)
         {"a missing column",
          {"audit", "-c", cfg, "--csv", s->csv, "--label", "label", "--operator", "nope"},
          1,
-         "'nope'"},
+         "\"nope\""},
         {"--csv without --label", {"audit", "-c", cfg, "--csv", s->csv}, 2, "--label"},
         {"--format without --report", {"audit", "-c", cfg, "--format", "html"}, 2, "--report"},
         {"--since not a time", {"audit", "-c", cfg, "--since", "yesterday"}, 2, "yesterday"},

@@ -190,7 +190,7 @@ static void build_result(void)
     /* 5: policy disagreement, no action, NaN interval */
     f = &findings[4];
     finding(f, "eve|x", AUDIT_POLICY_DISAGREEMENT, -1, AUDIT_SEVERITY_INFO,
-            AUDIT_TEST_TWO_PROPORTION, 560, 0.58, 0.71, -0.13, NAN, NAN, 0.004, 0.021);
+            AUDIT_TEST_POISSON_BINOMIAL, 560, 0.58, 0.71, -0.13, NAN, NAN, 0.004, 0.021);
     util_fmt(f->summary, sizeof f->summary,
              "The policy agrees with eve|x on 58%% of decisions and with the rest of the team "
              "on 71%%.");
@@ -581,7 +581,7 @@ static void test_report_json_team_finding_has_null_operator(void **state)
     (void)state;
     struct audit_finding team[1];
     finding(&team[0], "", AUDIT_POLICY_DISAGREEMENT, -1, AUDIT_SEVERITY_LOW,
-            AUDIT_TEST_TWO_PROPORTION, 9000, 0.7, 0.75, -0.05, -0.07, -0.03, 0.001, 0.01);
+            AUDIT_TEST_POISSON_BINOMIAL, 9000, 0.7, 0.75, -0.05, -0.07, -0.03, 0.001, 0.01);
     struct audit_result r = result;
     r.n_findings = 1;
     r.findings = team;
