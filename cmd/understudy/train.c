@@ -647,39 +647,6 @@ int cmd_model(int argc, char **argv)
 
 /* The model's inputs for CSV row r: columns matched by name (col[f] < 0:
  * no such column, missing), read the way the model's feature kind says. */
-static void fill_input(const struct gbm_model *m, const struct ds *ds, const long *col, size_t r,
-                       struct gbm_input *x)
-{
-    size_t nf = gbm_model_n_features(m);
-    for (size_t f = 0; f < nf; f++) {
-        struct gbm_input *in = &x[f];
-        in->missing = true;
-        in->num = NAN;
-        in->cat = NULL;
-        if (col[f] < 0)
-            continue;
-        size_t k = (size_t)col[f];
-        bool num_col = ds_feature_kind(ds, k) == GBM_NUMERIC;
-        if (gbm_model_feature_kind(m, f) == GBM_NUMERIC) {
-            /* A column read as categorical may still hold numbers in some rows. */
-            if (num_col) {
-                in->num = ds_cell_num(ds, k, r);
-            } else {
-                const char *lv = ds_cell_level(ds, k, r);
-                char *end = NULL;
-                in->num = lv ? strtod(lv, &end) : NAN;
-                if (!lv || *end || !isfinite(in->num))
-                    in->num = NAN;
-            }
-            in->missing = isnan(in->num);
-        } else if (!num_col) {
-            in->cat = ds_cell_level(ds, k, r);
-            in->missing = in->cat == NULL;
-        }
-        /* A numeric column for a categorical feature: levels are never numbers. */
-    }
-}
-
 /*
  * --timing: the inputs of every row are built first, then one thread
  * scores them all (margins and probabilities of every class); only that
@@ -698,7 +665,7 @@ static int time_scoring(const struct gbm_model *m, const struct ds *ds, const lo
         return -1;
     }
     for (size_t r = 0; r < n; r++)
-        fill_input(m, ds, col, r, all + r * nf);
+        ds_model_input(ds, m, col, r, all + r * nf);
     double check = 0;
     int64_t t0 = util_now_mono_us();
     for (size_t r = 0; r < n; r++) {
@@ -771,8 +738,8 @@ int cmd_predict(int argc, char **argv)
         util_fmt(err, sizeof err, "out of memory");
         goto fail;
     }
+    ds_model_columns(ds, m, col);
     for (size_t f = 0; f < nf; f++) {
-        col[f] = ds_feature_index(ds, gbm_model_feature_name(m, f));
         if (col[f] < 0)
             log_warn("predict: %s: no column %s; it is missing in every row", csv,
                      gbm_model_feature_name(m, f));
@@ -789,7 +756,7 @@ int cmd_predict(int argc, char **argv)
         printf("%s%s", k ? "," : "", gbm_model_class_name(m, k));
     putchar('\n');
     for (size_t r = 0; r < ds_n_rows(ds); r++) {
-        fill_input(m, ds, col, r, x);
+        ds_model_input(ds, m, col, r, x);
         gbm_predict(m, x, NULL, prob);
         for (size_t k = 0; k < nc; k++)
             printf("%s%.9g", k ? "," : "", prob[k]);

@@ -733,11 +733,7 @@ static int score_policy(struct ctx *c, char *err, size_t errlen)
         util_fmt(err, errlen, "out of memory");
         goto out;
     }
-    for (size_t f = 0; f < nf; f++) {
-        col[f] = ds_feature_index(c->ds, gbm_model_feature_name(pm, f));
-        if (col[f] >= 0 && ds_feature_kind(c->ds, (size_t)col[f]) != gbm_model_feature_kind(pm, f))
-            col[f] = -1;
-    }
+    ds_model_columns(c->ds, pm, col);
     for (size_t q = 0; q < nc; q++) {
         cls[q] = -1;
         for (size_t k = 0; k < c->K; k++) {
@@ -750,20 +746,7 @@ static int score_policy(struct ctx *c, char *err, size_t errlen)
         if (c->grp[i] < 0)
             continue;
         size_t r = c->perm[i];
-        for (size_t f = 0; f < nf; f++) {
-            x[f].missing = true;
-            x[f].num = NAN;
-            x[f].cat = NULL;
-            if (col[f] < 0)
-                continue;
-            if (gbm_model_feature_kind(pm, f) == GBM_NUMERIC) {
-                x[f].num = ds_cell_num(c->ds, (size_t)col[f], r);
-                x[f].missing = isnan(x[f].num);
-            } else {
-                x[f].cat = ds_cell_level(c->ds, (size_t)col[f], r);
-                x[f].missing = x[f].cat == NULL;
-            }
-        }
+        ds_model_input(c->ds, pm, col, r, x);
         gbm_predict(pm, x, NULL, prob);
         double *pp = c->pprob + i * c->K;
         double best = -1;

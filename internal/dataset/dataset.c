@@ -711,3 +711,39 @@ bool ds_row_is_valid(const struct ds *d, size_t r)
 {
     return d->valid && d->valid[r];
 }
+
+void ds_model_columns(const struct ds *d, const struct gbm_model *m, long *col)
+{
+    for (size_t f = 0; f < gbm_model_n_features(m); f++)
+        col[f] = ds_feature_index(d, gbm_model_feature_name(m, f));
+}
+
+void ds_model_input(const struct ds *d, const struct gbm_model *m, const long *col, size_t r,
+                    struct gbm_input *x)
+{
+    for (size_t f = 0; f < gbm_model_n_features(m); f++) {
+        struct gbm_input *in = &x[f];
+        in->missing = true;
+        in->num = NAN;
+        in->cat = NULL;
+        if (col[f] < 0)
+            continue;
+        size_t k = (size_t)col[f];
+        bool num_col = ds_feature_kind(d, k) == GBM_NUMERIC;
+        if (gbm_model_feature_kind(m, f) == GBM_NUMERIC) {
+            if (num_col) {
+                in->num = ds_cell_num(d, k, r);
+            } else {
+                const char *lv = ds_cell_level(d, k, r);
+                char *end = NULL;
+                in->num = lv ? strtod(lv, &end) : NAN;
+                if (!lv || *end || !isfinite(in->num))
+                    in->num = NAN;
+            }
+            in->missing = isnan(in->num);
+        } else if (!num_col) {
+            in->cat = ds_cell_level(d, k, r);
+            in->missing = in->cat == NULL;
+        }
+    }
+}

@@ -164,6 +164,25 @@ double ds_cell_num(const struct ds *d, size_t f, size_t r);
 /* Categorical cell: the level name, NULL when missing (and for numeric). */
 const char *ds_cell_level(const struct ds *d, size_t f, size_t r);
 
+/* ---- a model's input from a row ---------------------------------------- */
+
+/*
+ * col[f] for each feature f of model m (col has gbm_model_n_features(m)
+ * entries): the dataset column of the same name, or -1 when there is none.
+ */
+void ds_model_columns(const struct ds *d, const struct gbm_model *m, long *col);
+
+/*
+ * Fills x[gbm_model_n_features(m)] with row r's values for model m, through
+ * the columns of ds_model_columns.  A feature without a column is missing;
+ * a numeric feature read from a categorical column takes the level parsed
+ * as a number (missing when it is not one); a categorical feature read
+ * from a numeric column is missing (levels are never numbers).  Level
+ * strings are borrowed from the dataset.
+ */
+void ds_model_input(const struct ds *d, const struct gbm_model *m, const long *col, size_t r,
+                    struct gbm_input *x);
+
 /* ---- CSV --------------------------------------------------------------- */
 
 /*

@@ -226,11 +226,7 @@ int policy_run_evaluate(const struct policy_run *run, const struct gbm_model *mo
         util_fmt(err, errlen, "out of memory");
         goto out;
     }
-    for (size_t f = 0; f < nf; f++) {
-        col[f] = ds_feature_index(ds, gbm_model_feature_name(model, f));
-        if (col[f] >= 0 && ds_feature_kind(ds, (size_t)col[f]) != gbm_model_feature_kind(model, f))
-            col[f] = -1;
-    }
+    ds_model_columns(ds, model, col);
     for (size_t k = 0; k < ds_n_classes(ds); k++) {
         cls[k] = -1;
         for (size_t c = 0; c < nc; c++) {
@@ -243,20 +239,7 @@ int policy_run_evaluate(const struct policy_run *run, const struct gbm_model *mo
     for (size_t r = 0; r < ds_n_rows(ds); r++) {
         if (!ds_row_is_valid(ds, r))
             continue;
-        for (size_t f = 0; f < nf; f++) {
-            x[f].missing = true;
-            x[f].num = NAN;
-            x[f].cat = NULL;
-            if (col[f] < 0)
-                continue;
-            if (ds_feature_kind(ds, (size_t)col[f]) == GBM_NUMERIC) {
-                x[f].num = ds_cell_num(ds, (size_t)col[f], r);
-                x[f].missing = isnan(x[f].num);
-            } else {
-                x[f].cat = ds_cell_level(ds, (size_t)col[f], r);
-                x[f].missing = x[f].cat == NULL;
-            }
-        }
+        ds_model_input(ds, model, col, r, x);
         gbm_predict(model, x, margin, prob);
         long y = cls[ds_row_label(ds, r)];
         double p = y >= 0 ? prob[y] : 0.0;
