@@ -495,10 +495,12 @@ static int fit_reference(struct ctx *c, const bool *excluded, struct gbm_model *
     for (size_t i = 0; i < c->n; i++)
         eligible += c->grp[i] < 0 || !excluded[c->grp[i]];
     size_t want = eligible < c->p->reference_rows ? eligible : c->p->reference_rows;
-    uint32_t *rows = util_calloc(want ? want : 1, sizeof *rows);
+    /* Room for every eligible row: the sample's size is want on average,
+     * and cutting it at want would take the excess from the last operator. */
+    uint32_t *rows = util_calloc(eligible ? eligible : 1, sizeof *rows);
     uint8_t **cols = util_calloc(c->F ? c->F : 1, sizeof *cols);
-    int32_t *lab = util_calloc(want ? want : 1, sizeof *lab);
-    float *tgt = util_calloc(want ? want : 1, sizeof *tgt);
+    int32_t *lab = util_calloc(eligible ? eligible : 1, sizeof *lab);
+    float *tgt = util_calloc(eligible ? eligible : 1, sizeof *tgt);
     uint8_t **kcols = util_calloc(c->F ? c->F : 1, sizeof *kcols);
     struct gbm_model *m = NULL;
     int rc = -1;
@@ -514,7 +516,7 @@ static int fit_reference(struct ctx *c, const bool *excluded, struct gbm_model *
      * want / eligible, the same rows whatever order they were read in. */
     size_t m_rows = 0;
     double frac = (double)want / (double)eligible;
-    for (size_t i = 0; i < c->n && m_rows < want; i++) {
+    for (size_t i = 0; i < c->n; i++) {
         if (!(c->grp[i] < 0 || !excluded[c->grp[i]]))
             continue;
         /* The low 53 bits: independent of the half (the top bit). */
