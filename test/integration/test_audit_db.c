@@ -473,15 +473,6 @@ static void test_audit_cli_operators_audits_only_those_named(void **state)
 
 /* ---- 3: the daemon audits after a promotion ------------------------------------------- */
 
-static double metric(const struct tdaemon *d, const char *series)
-{
-    int code = 0;
-    char *body = tdaemon_http(d, "/metrics", &code);
-    double v = body && code == 200 ? tdaemon_metric_value(body, series) : -1;
-    free(body);
-    return v;
-}
-
 struct metric_wait {
     const struct tdaemon *d;
     const char *series;
@@ -491,7 +482,7 @@ struct metric_wait {
 static int metric_reached(void *ud)
 {
     struct metric_wait *w = ud;
-    w->last = metric(w->d, w->series);
+    w->last = tdaemon_metric(w->d, w->series);
     return fabs(w->last - w->want) < 1e-9;
 }
 
@@ -573,9 +564,9 @@ static void test_audit_daemon_audits_after_a_promotion(void **state)
     snprintf(html, sizeof html, "%s/audit.html", dir);
     render_ok(html, tmp_path("audit-daemon.png", png, sizeof png));
 
-    assert_true(fabs(metric(&d, "understudy_audit_leader") - 1) < 1e-9);
-    assert_true(fabs(metric(&d, RUNS_FINISHED) - 2) < 1e-9);
-    assert_true(fabs(metric(&d, RUNS_FAILED)) < 1e-9);
+    assert_true(fabs(tdaemon_metric(&d, "understudy_audit_leader") - 1) < 1e-9);
+    assert_true(fabs(tdaemon_metric(&d, RUNS_FINISHED) - 2) < 1e-9);
+    assert_true(fabs(tdaemon_metric(&d, RUNS_FAILED)) < 1e-9);
     assert_int_equal(tdaemon_stop(&d, SIGTERM, 30), 0);
     tmock_stop(&m);
     PQfinish(c);

@@ -182,17 +182,6 @@ static void wait_ready(struct tdaemon *d, int timeout_s)
 
 /* ---- metrics ---------------------------------------------------------------- */
 
-/* One series of the daemon's /metrics; -1 when it does not answer or the
- * series is absent. */
-static double metric(const struct tdaemon *d, const char *series)
-{
-    int code = 0;
-    char *body = tdaemon_http(d, "/metrics", &code);
-    double v = body && code == 200 ? tdaemon_metric_value(body, series) : -1;
-    free(body);
-    return v;
-}
-
 /* A per-topic counter, e.g. family "understudy_ingest_consumed_total". */
 static double topic_metric(const char *body, const char *family, const char *topic)
 {
@@ -512,7 +501,8 @@ static void test_ingest_outage_postgres_down_20s_pauses_resumes_loses_nothing(vo
 
     struct outage_obs o;
     memset(&o, 0, sizeof o);
-    o.consumed_at_stop = metric(d, "understudy_ingest_consumed_total{topic=\"ops.states\"}");
+    o.consumed_at_stop =
+        tdaemon_metric(d, "understudy_ingest_consumed_total{topic=\"ops.states\"}");
     f->pg_down = 1;
     int stop_rc = pg_ctl("stop", out, sizeof out);
     if (stop_rc == 0)
@@ -601,7 +591,7 @@ static int assigned_equal(void *ud)
     struct assigned_wait *w = ud;
     int ok = 1;
     for (int i = 0; i < 2 && w->d[i]; i++) {
-        w->seen[i] = metric(w->d[i], "understudy_ingest_assigned_partitions");
+        w->seen[i] = tdaemon_metric(w->d[i], "understudy_ingest_assigned_partitions");
         ok = ok && (long)w->seen[i] == (long)w->want[i];
     }
     return ok;
@@ -671,8 +661,8 @@ static void group_handover(struct outage_fx *f, const char *name, int sig)
         fail_msg("only %.0f of %.0f consumed in 30 s; log of a: %s", cw.seen, total,
                  file_tail(a->log, tail, sizeof tail));
     /* Both took part before the stop. */
-    assert_true(metric(b, "understudy_ingest_batches_committed_total") > 0);
-    assert_true(metric(a, "understudy_ingest_batches_committed_total") > 0);
+    assert_true(tdaemon_metric(b, "understudy_ingest_batches_committed_total") > 0);
+    assert_true(tdaemon_metric(a, "understudy_ingest_batches_committed_total") > 0);
 
     (void)consumed_at_least(&cw);
     if (!(cw.seen < total))

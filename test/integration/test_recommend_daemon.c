@@ -240,16 +240,6 @@ static void wait_sql(PGconn *c, const char *sql, long want, int timeout_s, const
                  log ? log : "(no log)");
 }
 
-/* One sample of the daemon's /metrics; -1 when absent or not answering. */
-static double metric(const struct tdaemon *d, const char *series)
-{
-    int code = 0;
-    char *body = tdaemon_http(d, "/metrics", &code);
-    double v = body && code == 200 ? tdaemon_metric_value(body, series) : -1;
-    free(body);
-    return v;
-}
-
 struct metric_wait {
     const struct tdaemon *d;
     const char *series;
@@ -260,7 +250,7 @@ struct metric_wait {
 static int metric_reached(void *ud)
 {
     struct metric_wait *w = ud;
-    w->last = metric(w->d, w->series);
+    w->last = tdaemon_metric(w->d, w->series);
     return fabs(w->last - w->want) < 1e-9;
 }
 
@@ -595,7 +585,7 @@ static void test_recommend_daemon_end_to_end(void **state)
     tdaemon_start(&d, bin, dsn, NULL);
     wait_metric(&d, "understudy_recommend_leader", 1, 20);
     wait_stored(c, f->n_actions, HISTORY, d.log);
-    assert_int_equal((long)metric(&d, "understudy_recommend_policy_version"), 0);
+    assert_int_equal((long)tdaemon_metric(&d, "understudy_recommend_policy_version"), 0);
     /* Let the recommender see the end of the history before a champion
      * exists (it polls every 200 ms and is woken by ingest's NOTIFY). */
     tsleep_ms(1500);
@@ -649,7 +639,7 @@ static void test_recommend_daemon_end_to_end(void **state)
         char series[160];
         snprintf(series, sizeof series, "understudy_recommend_abstentions_total{reason=\"%s\"}",
                  PQgetvalue(r, i, 0));
-        assert_int_equal((long)metric(&d, series), strtol(PQgetvalue(r, i, 1), NULL, 10));
+        assert_int_equal((long)tdaemon_metric(&d, series), strtol(PQgetvalue(r, i, 1), NULL, 10));
     }
     PQclear(r);
 
@@ -771,7 +761,7 @@ static void test_recommend_daemon_hot_reload(void **state)
     json_decref(j);
     assert_true(v2 > v1);
     tsleep_ms(500);
-    assert_int_equal((long)metric(&d, "understudy_recommend_policy_version"), v1);
+    assert_int_equal((long)tdaemon_metric(&d, "understudy_recommend_policy_version"), v1);
 
     char vbuf[16];
     snprintf(vbuf, sizeof vbuf, "%d", v2);
@@ -849,8 +839,8 @@ static void test_recommend_daemon_one_leader(void **state)
     /* One of them takes the lock and loads the champion. */
     double va = -1, vb = -1;
     for (int i = 0; i < 200; i++) {
-        va = metric(&a, "understudy_recommend_policy_version");
-        vb = metric(&b, "understudy_recommend_policy_version");
+        va = tdaemon_metric(&a, "understudy_recommend_policy_version");
+        vb = tdaemon_metric(&b, "understudy_recommend_policy_version");
         if (fabs(va - v) < 1e-9 || fabs(vb - v) < 1e-9)
             break;
         tsleep_ms(100);
@@ -859,15 +849,15 @@ static void test_recommend_daemon_one_leader(void **state)
 
     treplay(bin, m.brokers, "ops.states", first);
     wait_scored(c, LAST_HISTORY_ID, v, 600, 60, a.log);
-    double la = metric(&a, "understudy_recommend_leader");
-    double lb = metric(&b, "understudy_recommend_leader");
+    double la = tdaemon_metric(&a, "understudy_recommend_leader");
+    double lb = tdaemon_metric(&b, "understudy_recommend_leader");
     assert_true((fabs(la - 1) < 1e-9 && fabs(lb) < 1e-9) ||
                 (fabs(lb - 1) < 1e-9 && fabs(la) < 1e-9));
     struct tdaemon *leader = la > 0.5 ? &a : &b, *other = la > 0.5 ? &b : &a;
     /* The other neither loaded a policy nor wrote anything. */
-    assert_int_equal((long)metric(other, "understudy_recommend_policy_version"), 0);
-    assert_int_equal((long)metric(other, "understudy_recommend_open_total"), 0);
-    assert_int_equal((long)metric(leader, "understudy_recommend_open_total"),
+    assert_int_equal((long)tdaemon_metric(other, "understudy_recommend_policy_version"), 0);
+    assert_int_equal((long)tdaemon_metric(other, "understudy_recommend_open_total"), 0);
+    assert_int_equal((long)tdaemon_metric(leader, "understudy_recommend_open_total"),
                      tcount(c, "recommendations"));
     assert_one_row_each(c, LAST_HISTORY_ID, v, 600);
     assert_no_duplicates(c);
@@ -934,11 +924,13 @@ static void test_recommend_daemon_publishes_open_recommendations(void **state)
     long open_now = query_long(c, "SELECT count(*) FROM recommendations WHERE status = 'open'");
     double delivered = 0;
     for (int i = 0; i < 100 && delivered < (double)open_now; i++) {
-        delivered = metric(&d, "understudy_recommend_published_total{result=\"delivered\"}");
+        delivered =
+            tdaemon_metric(&d, "understudy_recommend_published_total{result=\"delivered\"}");
         if (delivered < (double)open_now)
             tsleep_ms(100);
     }
-    assert_true(metric(&d, "understudy_recommend_published_total{result=\"failed\"}") < 0.5);
+    assert_true(tdaemon_metric(&d, "understudy_recommend_published_total{result=\"failed\"}") <
+                0.5);
 
     static long long ids[4096];
     const char *argv[] = {"kcat", "-C", "-b", m.brokers,  "-t", "ops.recommendations",

@@ -444,3 +444,12 @@ void tmigrate(const char *dsn)
         fail_msg("migrate exited %d: %s", rc, err);
     free(err);
 }
+
+double tdaemon_metric(const struct tdaemon *d, const char *series)
+{
+    int code = 0;
+    char *body = tdaemon_http(d, "/metrics", &code);
+    double v = body && code == 200 ? tdaemon_metric_value(body, series) : -1;
+    free(body);
+    return v;
+}

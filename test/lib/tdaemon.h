@@ -73,6 +73,10 @@ char *tdaemon_http(const struct tdaemon *d, const char *path, int *code);
  */
 double tdaemon_metric_value(const char *body, const char *series);
 
+/* One series of the daemon's /metrics, fetched now; -1 when the daemon does
+ * not answer or the series is absent. */
+double tdaemon_metric(const struct tdaemon *d, const char *series);
+
 /* ---- events ------------------------------------------------------------- */
 
 struct tgen {
