@@ -1328,7 +1328,6 @@ static int rate_tests(struct ctx *c, size_t o, const struct op_codes *oc, const 
 
 static int magnitude_tests(struct ctx *c, size_t o, const bool *flagged)
 {
-    const struct op_info *op = &c->ops[o];
     for (size_t kk = 0; kk < c->K; kk++) {
         if (!c->sized[kk])
             continue;
@@ -1379,7 +1378,6 @@ static int magnitude_tests(struct ctx *c, size_t o, const bool *flagged)
         m.f.ci_hi = exp(d + tq * se);
         m.f.observed = exp(slog / no);
         m.f.expected = m.f.observed / m.f.effect;
-        (void)op;
         if (push_cand(c, &m) != 0)
             return -1;
     }

@@ -473,26 +473,6 @@ static void test_audit_cli_operators_audits_only_those_named(void **state)
 
 /* ---- 3: the daemon audits after a promotion ------------------------------------------- */
 
-struct metric_wait {
-    const struct tdaemon *d;
-    const char *series;
-    double want, last;
-};
-
-static int metric_reached(void *ud)
-{
-    struct metric_wait *w = ud;
-    w->last = tdaemon_metric(w->d, w->series);
-    return fabs(w->last - w->want) < 1e-9;
-}
-
-static void wait_metric(const struct tdaemon *d, const char *series, double want, int timeout_s)
-{
-    struct metric_wait w = {d, series, want, -1};
-    if (!twait_until(metric_reached, &w, timeout_s))
-        fail_msg("after %d s, %s is %g, not %g; see %s", timeout_s, series, w.last, want, d->log);
-}
-
 #define RUNS_FINISHED "understudy_audit_runs_total{result=\"finished\"}"
 #define RUNS_FAILED   "understudy_audit_runs_total{result=\"failed\"}"
 
@@ -518,14 +498,14 @@ static void test_audit_daemon_audits_after_a_promotion(void **state)
     tdaemon_config(&d, "audit-daemon", m.brokers, "audit-daemon", extra);
     free(extra);
     tdaemon_start(&d, bin, dsn, NULL);
-    wait_metric(&d, "understudy_audit_leader", 1, 20);
+    tdaemon_wait_metric(&d, "understudy_audit_leader", 1, 20);
 
     /* No run has finished yet, so the first audit is due at once; there is
      * no champion to compare with. */
     tdb_wait_long(c, "SELECT count(*) FROM audit_runs WHERE status = 'finished'", 1, 120, d.log);
     assert_int_equal(tdb_long(c, "SELECT count(*) FROM audit_runs WHERE policy_version IS NULL"),
                      1);
-    wait_metric(&d, RUNS_FINISHED, 1, 20);
+    tdaemon_wait_metric(&d, RUNS_FINISHED, 1, 20);
 
     const char *train[] = {"train", "-c", d.config, "--from-db", "--promote", NULL};
     char *out = NULL, *err = NULL;
@@ -547,7 +527,7 @@ static void test_audit_daemon_audits_after_a_promotion(void **state)
              v);
     tdb_wait_long(c, sql, 1, 120, d.log);
     /* The reports are written after the run's commit; the counter after them. */
-    wait_metric(&d, RUNS_FINISHED, 2, 60);
+    tdaemon_wait_metric(&d, RUNS_FINISHED, 2, 60);
     snprintf(sql, sizeof sql, "SELECT id FROM audit_runs WHERE policy_version = %d", v);
     long run = tdb_long(c, sql);
     assert_the_planted_finding(c, run, v);

@@ -240,27 +240,6 @@ static void wait_sql(PGconn *c, const char *sql, long want, int timeout_s, const
                  log ? log : "(no log)");
 }
 
-struct metric_wait {
-    const struct tdaemon *d;
-    const char *series;
-    double want;
-    double last;
-};
-
-static int metric_reached(void *ud)
-{
-    struct metric_wait *w = ud;
-    w->last = tdaemon_metric(w->d, w->series);
-    return fabs(w->last - w->want) < 1e-9;
-}
-
-static void wait_metric(const struct tdaemon *d, const char *series, double want, int timeout_s)
-{
-    struct metric_wait w = {d, series, want, -1};
-    if (!twait_until(metric_reached, &w, timeout_s))
-        fail_msg("after %d s, %s is %g, not %g; see %s", timeout_s, series, w.last, want, d->log);
-}
-
 /* Occurrences of needle in a file. */
 static int count_in_file(const char *path, const char *needle)
 {
@@ -583,7 +562,7 @@ static void test_recommend_daemon_end_to_end(void **state)
     struct tdaemon d;
     tdaemon_config(&d, "recd-e2e", m.brokers, "recd-e2e", REC_YAML);
     tdaemon_start(&d, bin, dsn, NULL);
-    wait_metric(&d, "understudy_recommend_leader", 1, 20);
+    tdaemon_wait_metric(&d, "understudy_recommend_leader", 1, 20);
     wait_stored(c, f->n_actions, HISTORY, d.log);
     assert_int_equal((long)tdaemon_metric(&d, "understudy_recommend_policy_version"), 0);
     /* Let the recommender see the end of the history before a champion
@@ -597,7 +576,7 @@ static void test_recommend_daemon_end_to_end(void **state)
     int v = (int)json_integer_value(json_object_get(j, "version"));
     json_decref(j);
     assert_true(v > 0);
-    wait_metric(&d, "understudy_recommend_policy_version", v, 20);
+    tdaemon_wait_metric(&d, "understudy_recommend_policy_version", v, 20);
 
     /* The snapshots ingested before the promotion get nothing. */
     tsleep_ms(500);
@@ -633,7 +612,7 @@ static void test_recommend_daemon_end_to_end(void **state)
                      0);
 
     /* The daemon's counters agree with the tables. */
-    wait_metric(&d, "understudy_recommend_open_total", (double)s.rows, 10);
+    tdaemon_wait_metric(&d, "understudy_recommend_open_total", (double)s.rows, 10);
     PGresult *r = query_rows(c, "SELECT reason, count(*) FROM abstentions GROUP BY reason");
     for (int i = 0; i < PQntuples(r); i++) {
         char series[160];
@@ -669,7 +648,7 @@ static void test_recommend_daemon_sigkill_restart(void **state)
     struct tdaemon d;
     tdaemon_config(&d, "recd-kill", m.brokers, "recd-kill", REC_YAML);
     tdaemon_start(&d, bin, dsn, NULL);
-    wait_metric(&d, "understudy_recommend_policy_version", v, 20);
+    tdaemon_wait_metric(&d, "understudy_recommend_policy_version", v, 20);
     /* A first start begins at the end of what is stored. */
     assert_int_equal(query_long(c, "SELECT scored_through FROM recommender_progress"),
                      query_long(c, "SELECT max(id) FROM state_events"));
@@ -737,7 +716,7 @@ static void test_recommend_daemon_hot_reload(void **state)
     tdaemon_config(&d, "recd-reload", m.brokers, "recd-reload", REC_YAML);
     tdaemon_start(&d, bin, dsn, NULL);
     pid_t pid = d.pid;
-    wait_metric(&d, "understudy_recommend_policy_version", v1, 20);
+    tdaemon_wait_metric(&d, "understudy_recommend_policy_version", v1, 20);
     treplay(bin, m.brokers, "ops.states", first);
     wait_scored(c, LAST_HISTORY_ID, v1, 600, 60, d.log);
     char sql[512];
@@ -767,7 +746,7 @@ static void test_recommend_daemon_hot_reload(void **state)
     snprintf(vbuf, sizeof vbuf, "%d", v2);
     const char *promote[] = {"model", "promote", "--version", vbuf, NULL};
     json_decref(run_json(dsn, promote));
-    wait_metric(&d, "understudy_recommend_policy_version", v2, 20);
+    tdaemon_wait_metric(&d, "understudy_recommend_policy_version", v2, 20);
     int st = 0;
     assert_false(tdaemon_exited(&d, &st));
     assert_int_equal(d.pid, pid);
@@ -880,8 +859,8 @@ static void test_recommend_daemon_one_leader(void **state)
 
     /* The leader leaves: the other takes the lock over and scores what follows. */
     assert_int_equal(tdaemon_stop(leader, SIGTERM, 20), 0);
-    wait_metric(other, "understudy_recommend_leader", 1, 20);
-    wait_metric(other, "understudy_recommend_policy_version", v, 10);
+    tdaemon_wait_metric(other, "understudy_recommend_leader", 1, 20);
+    tdaemon_wait_metric(other, "understudy_recommend_policy_version", v, 10);
     treplay(bin, m.brokers, "ops.states", second);
     wait_scored(c, LAST_HISTORY_ID, v, 1200, 60, other->log);
     assert_one_row_each(c, LAST_HISTORY_ID, v, 1200);
@@ -915,7 +894,7 @@ static void test_recommend_daemon_publishes_open_recommendations(void **state)
     tdaemon_config(&d, "recd-publish", m.brokers, "recd-publish",
                    "recommend:\n  poll_interval: 200ms\n  publish: true\n");
     tdaemon_start(&d, bin, dsn, NULL);
-    wait_metric(&d, "understudy_recommend_policy_version", v, 20);
+    tdaemon_wait_metric(&d, "understudy_recommend_policy_version", v, 20);
     treplay(bin, m.brokers, "ops.states", slice);
     wait_scored(c, LAST_HISTORY_ID, v, 600, 60, d.log);
     long written = tcount(c, "recommendations");

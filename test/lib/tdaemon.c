@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -452,4 +453,24 @@ double tdaemon_metric(const struct tdaemon *d, const char *series)
     double v = body && code == 200 ? tdaemon_metric_value(body, series) : -1;
     free(body);
     return v;
+}
+
+struct metric_wait {
+    const struct tdaemon *d;
+    const char *series;
+    double want, last;
+};
+
+static int metric_reached(void *ud)
+{
+    struct metric_wait *w = ud;
+    w->last = tdaemon_metric(w->d, w->series);
+    return fabs(w->last - w->want) < 1e-9;
+}
+
+void tdaemon_wait_metric(const struct tdaemon *d, const char *series, double want, int timeout_s)
+{
+    struct metric_wait w = {d, series, want, -1};
+    if (!twait_until(metric_reached, &w, timeout_s))
+        fail_msg("after %d s, %s is %g, not %g; see %s", timeout_s, series, w.last, want, d->log);
 }

@@ -77,6 +77,10 @@ double tdaemon_metric_value(const char *body, const char *series);
  * not answer or the series is absent. */
 double tdaemon_metric(const struct tdaemon *d, const char *series);
 
+/* Waits until that series equals want (within 1e-9); fails the test with
+ * the last value seen and the daemon's log path after timeout_s. */
+void tdaemon_wait_metric(const struct tdaemon *d, const char *series, double want, int timeout_s);
+
 /* ---- events ------------------------------------------------------------- */
 
 struct tgen {
